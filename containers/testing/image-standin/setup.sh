@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs inside the base container (host network) and turns it into the stand-in image.
+set -euo pipefail
+
+python3 -m venv --system-site-packages /opt/venv  # system site: Debian's mpi4py
+/opt/venv/bin/pip install --quiet "ray==$RAY_VERSION" "pyyaml==$PYYAML_VERSION"
+cp -r /recipe/standin /tmp/standin-src
+/opt/venv/bin/pip install --quiet /tmp/standin-src
+
+# sshd for MPI launches between node containers; the launcher picks the port and keys.
+mkdir -p /run/sshd /root/.ssh
+chmod 700 /root/.ssh
+ssh-keygen -A
+cat >/etc/ssh/sshd_config.d/standin.conf <<'CONF'
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+UsePAM no
+UseDNS no
+CONF
+cat >/etc/ssh/ssh_config.d/standin.conf <<'CONF'
+Host *
+    StrictHostKeyChecking no
+    UserKnownHostsFile /dev/null
+    LogLevel ERROR
+CONF
+# TCP only between containers; CMA single-copy needs ptrace rights containers lack.
+cat >>/etc/openmpi/openmpi-mca-params.conf <<'CONF'
+pml = ob1
+btl = self,vader,tcp
+btl_vader_single_copy_mechanism = none
+CONF
+
+apt-get clean
+rm -rf /var/lib/apt/lists/* /root/.cache /tmp/standin-src
+vllm --version

@@ -1,0 +1,70 @@
+"""The Python API: everything the CLI does, usable from a notebook.
+
+    >>> from slurmserve import load_spec, render_sbatch
+    >>> spec = load_spec(engine="vllm", model="Qwen/Qwen2.5-7B-Instruct", image="vllm.tar",
+    ...                  nodes=2, gpus_per_node=8, tp=8, pp=2)
+    >>> print(render_sbatch(spec))
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Any
+
+from . import engines
+from .render import render_template
+from .spec import ServeSpec, load_spec
+from .topology import Allocation, ClusterPlan, NodeInfo
+
+__all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe"]
+
+PREVIEW_NET = "192.0.2"  # RFC 5737 documentation addresses: a preview never points anywhere real
+
+
+def plan_cluster(spec: ServeSpec, allocation: Allocation) -> ClusterPlan:
+    """What runs on which node, for a real allocation."""
+    return engines.get(spec.engine).plan(spec, allocation)
+
+
+def preview_allocation(spec: ServeSpec, job_id: str = "JOBID") -> Allocation:
+    """A stand-in allocation for showing a plan before SLURM has given us nodes."""
+    return Allocation(job_id=job_id, nodes=tuple(
+        NodeInfo(name=f"node{i + 1}", address=f"{PREVIEW_NET}.{i + 1}")
+        for i in range(spec.nodes)))
+
+
+def render_sbatch(spec: ServeSpec, python: str | None = None, run_args: list[str] | None = None
+                  ) -> str:
+    """A complete sbatch script that runs the job: header, embedded spec, the driver."""
+    return render_template(
+        "sbatch.sh.j2",
+        job_name=spec.job_name,
+        nodes=spec.nodes,
+        gpus_per_node=0 if spec.gpus == "none" else spec.gpus_per_node,
+        slurm=spec.slurm,
+        output=os.path.join(os.path.abspath(spec.log_dir), "slurmserve-%j.out"),
+        python=python or sys.executable,
+        spec_json=json.dumps(_spec_for_job(spec), sort_keys=True),
+        run_args=run_args or [],
+    )
+
+
+def _spec_for_job(spec: ServeSpec) -> dict[str, Any]:
+    """The spec as the batch job reads it: paths absolute, since the job may start elsewhere."""
+    data = spec.to_dict()
+    data["log_dir"] = os.path.abspath(spec.log_dir)
+    if spec.image_is_tarball:
+        data["image"] = os.path.abspath(spec.image)
+    return data
+
+
+def describe(spec: ServeSpec, allocation: Allocation | None = None) -> dict[str, Any]:
+    """Spec and plan as plain data (`render --json`)."""
+    alloc = allocation or preview_allocation(spec)
+    return {
+        "spec": spec.to_dict(),
+        "plan": plan_cluster(spec, alloc).to_dict(),
+        "preview": allocation is None,
+    }

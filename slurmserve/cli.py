@@ -1,0 +1,175 @@
+"""The `slurmserve` command line: parse, call the API, print a table or --json. No logic here."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from . import api
+from .errors import SlurmserveError, SpecError
+
+
+def _fail(exc: Exception, code: int) -> None:
+    click.echo(f"slurmserve: error: {exc}", err=True)
+    sys.exit(code)
+
+
+def _errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Known errors become one line on stderr and their exit code (2 for bad input)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except SlurmserveError as exc:
+            _fail(exc, exc.exit_code)
+
+    return wrapper
+
+
+def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The serving spec's flags, shared by render, run and submit."""
+    options = [
+        click.argument("engine", required=False),
+        click.argument("model", required=False),
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help="YAML spec; flags given here override its keys."),
+        click.option("--image", help="`docker save` tarball (.tar/.tar.gz) or image reference."),
+        click.option("--served-model-name", help="Name clients use (default: MODEL)."),
+        click.option("--nodes", "-N", type=int, help="Nodes to serve on (default 1)."),
+        click.option("--gpus-per-node", type=int, help="GPUs on each node (default 8)."),
+        click.option("--tp", type=int, help="Tensor-parallel size."),
+        click.option("--pp", type=int, help="Pipeline-parallel size."),
+        click.option("--dp", type=int, help="Data-parallel size."),
+        click.option("--ep", type=int, help="Expert-parallel size (engine semantics, see README)."),
+        click.option("--launch-mode", help="Engine launch mode (vLLM: auto|single|ray|mp|dp)."),
+        click.option("--host", help="Address the server binds (default 0.0.0.0)."),
+        click.option("--port", type=int, help="HTTP port (default: vLLM/TRT-LLM 8000, SGLang 30000)."),
+        click.option("--mount", "mounts", multiple=True, help="SRC:DST[:ro] bind mount; repeatable."),
+        click.option("--env", "env", multiple=True, help="KEY=VALUE for every container; repeatable."),
+        click.option("--env-file", help="File of KEY=VALUE lines for every container (secrets)."),
+        click.option("--fabric", help="auto|efa|ib|tcp (default auto)."),
+        click.option("--gpus", help="GPU passthrough: all|none|0,1,... (default all)."),
+        click.option("--health-timeout", type=float, help="Seconds to wait for ready (1800)."),
+        click.option("--log-dir", help="Where logs and state go (default ./slurmserve-logs)."),
+        click.option("--job-name", help="SLURM job name (default slurmserve)."),
+        click.option("--stage", help="Image staging: auto|direct|sbcast (default auto)."),
+        click.option("--partition", "-p", help="SLURM partition."),
+        click.option("--account", "-A", help="SLURM account."),
+        click.option("--qos", help="SLURM QOS."),
+        click.option("--time", "-t", help="SLURM time limit, e.g. 04:00:00."),
+        click.option("--exclusive/--no-exclusive", default=None, help="Exclusive nodes."),
+        click.option("--sbatch-arg", "sbatch_args", multiple=True,
+                     help="Extra sbatch option, e.g. --sbatch-arg=--constraint=h100; repeatable."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _spec(params: dict[str, Any]) -> Any:
+    fields = dict(params)
+    config = fields.pop("config", None)
+    # Everything after `--`, split off by main() before click parsed the rest.
+    fields["engine_args"] = tuple(click.get_current_context().obj or ()) or None
+    for key in ("mounts", "env", "sbatch_args"):
+        fields[key] = tuple(fields[key]) or None
+    return api.load_spec(config, **fields)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="slurmserve")
+def cli() -> None:
+    """Serve LLMs with vLLM, SGLang or TensorRT-LLM on SLURM, from one GPU to many nodes.
+
+    Engine arguments go after `--`, verbatim: slurmserve render vllm MODEL -- --max-model-len 8192
+    """
+
+
+@cli.command()
+@serve_options
+@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the script here.")
+@click.option("--python", "python", help="Python with slurmserve on the nodes (default: this one).")
+@click.option("--json", "as_json", is_flag=True, help="Print spec, plan and script as JSON.")
+@_errors
+def render(output: str | None, python: str | None, as_json: bool, **params: Any) -> None:
+    """Render the sbatch script that serves ENGINE MODEL."""
+    spec = _spec(params)
+    script = api.render_sbatch(spec, python=python)
+    if output:
+        with open(output, "w", encoding="utf-8") as fh:
+            fh.write(script)
+    if as_json:
+        click.echo(json.dumps({**api.describe(spec), "script": script, "output": output},
+                              indent=2))
+    elif not output:
+        click.echo(script, nl=False)
+    else:
+        click.echo(f"wrote {output}: sbatch {output}", err=True)
+
+
+@cli.command("plan")
+@click.option("--model", "-m", help="Preset name or Hugging Face id (see --list).")
+@click.option("--params-b", type=float, help="Model size in billions, when no preset fits.")
+@click.option("--context", type=int, help="Context length in tokens (default 8192).")
+@click.option("--gpu", help="GPU type, e.g. H100-80GB, A100-40GB, MI300X.")
+@click.option("--gpus-per-node", type=int, help="GPUs per node (default: the GPU's usual 8).")
+@click.option("--qps", type=float, help="Target requests per second (default 1).")
+@click.option("--ttft-ms", type=float, help="Time-to-first-token SLO.")
+@click.option("--tpot-ms", type=float, help="Time-per-output-token SLO.")
+@click.option("--weight-dtype", help="bf16|fp16|fp8|int4 (default: the model's own).")
+@click.option("--engine", help="vllm|sglang|trtllm: EP advice and the emitted config.")
+@click.option("--emit-config", type=click.Path(dir_okay=False),
+              help="Write a YAML spec that render/run --config accept.")
+@click.option("--list", "list_presets", is_flag=True, help="List model presets and GPUs.")
+@click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
+@_errors
+def plan_command(emit_config: str | None, list_presets: bool, as_json: bool, **params: Any
+                 ) -> None:
+    """Size a deployment: TP/PP/DP/EP, node count and predicted latency for a model and GPU."""
+    from . import configurator
+
+    if list_presets:
+        data = {"models": configurator.presets(), "gpus": configurator.gpus()}
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            click.echo("models: " + ", ".join(data["models"]))
+            click.echo("gpus:   " + ", ".join(data["gpus"]))
+        return
+    try:
+        request = configurator.PlanRequest(**{k: v for k, v in params.items() if v is not None})
+        result = configurator.plan(request)
+    except configurator.PlanError as exc:
+        raise SpecError(exc.field, exc.message, exc.fix) from None
+    if emit_config:
+        import yaml
+
+        with open(emit_config, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(result.to_spec(), fh, sort_keys=False)
+    if as_json:
+        click.echo(json.dumps(result.to_dict(), indent=2))
+    else:
+        click.echo(result.table())
+        if emit_config:
+            click.echo(f"wrote {emit_config}: slurmserve render --config {emit_config} "
+                       "--image IMAGE.tar")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: split engine args at the first `--`, then let click parse the rest."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    engine_args: list[str] = []
+    if "--" in args:
+        cut = args.index("--")
+        args, engine_args = args[:cut], args[cut + 1:]
+    cli.main(args=args, prog_name="slurmserve", obj=engine_args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,147 @@
+"""Engine adapters: each answers "what runs on which node with which flags" as plain data.
+
+Every engine module exports the same three things, behind `get(name)`:
+- `validate(spec)`: engine rules (parallel sizes, modes, flags slurmserve owns); raises SpecError.
+- `resolve(spec) -> Parallel`: the parallel layout, unified flags merged with engine-native ones.
+- `plan(spec, allocation) -> ClusterPlan`: per-node roles, container commands and environment.
+Nothing outside `engines/` branches on the engine name.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from ..errors import SpecError
+from ..spec import ENGINES, ServeSpec
+
+
+def get(name: str) -> ModuleType:
+    if name not in ENGINES:
+        raise SpecError("engine", f"unknown engine '{name}'", "choose one of: " + ", ".join(ENGINES))
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+@dataclass(frozen=True)
+class Parallel:
+    """Resolved parallel layout. `world` = GPUs (ranks) the engine uses; `nodes` = nodes it spans."""
+
+    tp: int
+    pp: int
+    dp: int
+    ep: int
+    world: int
+    nodes: int
+    expert_parallel: bool = False
+    dp_attention: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(tp=self.tp, pp=self.pp, dp=self.dp, ep=self.ep, world=self.world,
+                    nodes=self.nodes, expert_parallel=self.expert_parallel,
+                    dp_attention=self.dp_attention)
+
+
+@dataclass(frozen=True)
+class NativeFlags:
+    """An engine's own spelling of slurmserve's unified fields, as pasted after `--`."""
+
+    values: Mapping[str, Sequence[str]]  # unified field -> engine flag aliases taking a value
+    switches: Mapping[str, Sequence[str]]  # name -> boolean flag aliases
+    owned: Sequence[str]  # flags slurmserve sets per node: refused after `--`
+
+
+def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[str]]:
+    """Find native values and switches in engine args; refuse flags slurmserve owns."""
+    values: dict[str, str] = {}
+    switches: set[str] = set()
+    by_alias = {alias: key for key, aliases in flags.values.items() for alias in aliases}
+    switch_alias = {alias: key for key, aliases in flags.switches.items() for alias in aliases}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, has_eq, inline = arg.partition("=")
+        if name in flags.owned:
+            raise SpecError(f"{name} (after --)", "slurmserve sets this on each node itself",
+                            f"remove {name}; give --nodes to spread the engine over nodes")
+        if name in by_alias:
+            if has_eq:
+                value = inline
+            elif i + 1 < len(args):
+                value = args[i + 1]
+                i += 1
+            else:
+                raise SpecError(f"{name} (after --)", "is missing its value", f"write {name} VALUE")
+            key = by_alias[name]
+            if key in values and values[key] != value:
+                raise SpecError(f"{name} (after --)", f"is given twice ({values[key]}, {value})",
+                                "give it once")
+            values[key] = value
+        elif name in switch_alias and (not has_eq or inline.lower() in ("1", "true", "yes")):
+            switches.add(switch_alias[name])
+        i += 1
+    return values, switches
+
+
+_INT_KEYS = ("tp", "pp", "dp", "ep", "port")
+
+
+def merge(spec: ServeSpec, native: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
+    """Unified value, else native value; both given and different is an error (exit 2)."""
+    merged: dict[str, Any] = {}
+    for key in keys:
+        unified = getattr(spec, key)
+        raw = native.get(key)
+        value: Any = _native_int(key, raw) if raw is not None and key in _INT_KEYS else raw
+        if unified is not None and value is not None and unified != value:
+            raise SpecError(f"--{key.replace('_', '-')}",
+                            f"{unified} contradicts {value} given to the engine after --",
+                            "give it once, either as a slurmserve flag or after --")
+        merged[key] = unified if unified is not None else value
+    return merged
+
+
+def _native_int(key: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError(f"{key} (after --)", f"'{raw}' is not a whole number",
+                        "give a positive integer") from None
+    if value < 1:
+        raise SpecError(f"{key} (after --)", f"must be at least 1, got {value}",
+                        "give a positive integer")
+    return value
+
+
+def fit(spec: ServeSpec, world: int, what: str) -> int:
+    """Nodes the engine needs for `world` ranks; must be exactly the nodes asked for."""
+    gpn = spec.gpus_per_node
+    needed = math.ceil(world / gpn)
+    if needed != spec.nodes:
+        raise SpecError(
+            "--tp/--pp/--dp",
+            f"{what} = {world} GPUs needs {needed} node(s) of {gpn} GPUs, but --nodes is "
+            f"{spec.nodes}",
+            f"use --nodes {needed}, or change the parallel sizes to fill "
+            f"{spec.nodes * gpn} GPUs",
+        )
+    if needed > 1 and world % gpn:
+        raise SpecError("--tp/--pp/--dp", f"{what} = {world} GPUs does not fill whole nodes of "
+                        f"{gpn} GPUs", f"use a multiple of {gpn} across nodes")
+    return needed
+
+
+def default_layout(spec: ServeSpec, tp: int | None, pp: int | None, dp: int | None
+                   ) -> tuple[int, int, int]:
+    """Fill unset sizes: TP within a node, PP across nodes, DP 1 (README: defaults)."""
+    if tp is None and pp is None and dp is None:
+        return spec.gpus_per_node, spec.nodes, 1
+    pp = pp or 1
+    dp = dp or 1
+    if tp is None:
+        total = spec.nodes * spec.gpus_per_node
+        tp = max(1, total // (pp * dp))
+    return tp, pp, dp

@@ -1,0 +1,117 @@
+"""SGLang: `python3 -m sglang.launch_server` on every node with --nnodes/--node-rank/--dist-init-addr.
+
+Rules (SGLang's check_server_args): EP is carved out of TP (ep divides tp); TP x PP must be
+divisible by the node count; DP across nodes needs --enable-dp-attention, and with DP attention
+the DP ranks live inside the TP group (GPUs = TP x PP, dp divides tp). Without it, DP replicas
+each take TP x PP GPUs on one node. Only node rank 0 serves HTTP: ranks >= 1 answer /health with
+a dummy 200, so readiness is polled on rank 0 only.
+"""
+
+from __future__ import annotations
+
+from ..errors import SpecError
+from ..spec import ServeSpec
+from ..topology import Allocation, ClusterPlan, NodePlan
+from . import NativeFlags, Parallel, default_layout, fit, merge, scan
+
+NAME = "sglang"
+DEFAULT_PORT = 30000
+MODES = ("auto",)
+
+FLAGS = NativeFlags(
+    values={
+        "tp": ("--tp", "--tp-size", "--tensor-parallel-size"),
+        "pp": ("--pp", "--pp-size", "--pipeline-parallel-size"),
+        "dp": ("--dp", "--dp-size", "--data-parallel-size"),
+        "ep": ("--ep", "--ep-size", "--expert-parallel-size"),
+        "port": ("--port",),
+        "host": ("--host",),
+        "served_model_name": ("--served-model-name",),
+        "model": ("--model-path", "--model"),
+    },
+    switches={"dp_attention": ("--enable-dp-attention",)},
+    owned=("--nnodes", "--node-rank", "--dist-init-addr", "--nccl-init-addr"),
+)
+
+
+def validate(spec: ServeSpec) -> None:
+    if spec.launch_mode not in MODES:
+        raise SpecError("--launch-mode", f"SGLang has one launch mode, not '{spec.launch_mode}'",
+                        "leave --launch-mode at auto")
+    resolve(spec)
+
+
+def resolve(spec: ServeSpec) -> Parallel:
+    native, switches = scan(spec.engine_args, FLAGS)
+    merged = merge(spec, native, ("tp", "pp", "dp", "ep", "port", "host", "served_model_name"))
+    if "model" in native and native["model"] != spec.model:
+        raise SpecError("--model-path (after --)", f"'{native['model']}' contradicts MODEL "
+                        f"'{spec.model}'", "give the model once, as MODEL")
+    dp_attention = "dp_attention" in switches
+    tp, pp, dp = default_layout(spec, merged["tp"], merged["pp"], merged["dp"])
+    ep = merged["ep"] or 1
+    if tp % ep:
+        raise SpecError("--ep", f"SGLang's EP subdivides TP: ep {ep} does not divide tp {tp}",
+                        "choose an --ep that divides --tp (e.g. --tp 8 --ep 2)")
+    if dp_attention:
+        if tp % dp:
+            raise SpecError("--dp", f"with --enable-dp-attention, dp {dp} must divide tp {tp}",
+                            "choose a --dp that divides --tp")
+        world, what = tp * pp, "TP x PP (DP attention inside TP)"
+    else:
+        world, what = tp * pp * dp, "TP x PP x DP"
+    nodes = fit(spec, world, what)
+    if nodes > 1 and dp > 1 and not dp_attention:
+        raise SpecError("--dp", "SGLang runs DP across nodes only with DP attention",
+                        "add -- --enable-dp-attention, or use one node per replica")
+    if nodes > 1 and (tp * pp) % nodes:
+        raise SpecError("--tp", f"SGLang needs TP x PP ({tp * pp}) divisible by the node count "
+                        f"({nodes})", "change --tp/--pp or --nodes")
+    return Parallel(tp=tp, pp=pp, dp=dp, ep=ep, world=world, nodes=nodes,
+                    expert_parallel=ep > 1, dp_attention=dp_attention)
+
+
+def port(spec: ServeSpec) -> int:
+    native, _ = scan(spec.engine_args, FLAGS)
+    return int(merge(spec, native, ("port",))["port"] or DEFAULT_PORT)
+
+
+def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
+    par = resolve(spec)
+    native, _ = scan(spec.engine_args, FLAGS)
+    http_port = port(spec)
+    head = alloc.head.address
+    rendezvous = alloc.ports.rendezvous
+    argv = ["python3", "-m", "sglang.launch_server"]
+    if "model" not in native:
+        argv += ["--model-path", spec.model]
+    for key, flag, value, needed in (
+        ("tp", "--tp-size", par.tp, True),
+        ("pp", "--pp-size", par.pp, par.pp > 1),
+        ("dp", "--dp-size", par.dp, par.dp > 1),
+        ("ep", "--ep-size", par.ep, par.ep > 1),
+        ("host", "--host", spec.host, True),
+        ("port", "--port", http_port, True),
+        ("served_model_name", "--served-model-name", spec.served_model_name,
+         spec.served_model_name is not None),
+    ):
+        if needed and key not in native:
+            argv += [flag, str(value)]
+    argv += list(spec.engine_args)
+    nodes = alloc.nodes[: par.nodes]
+    plans = []
+    for rank, node in enumerate(nodes):
+        command = list(argv)
+        if par.nodes > 1:
+            command += ["--nnodes", str(par.nodes), "--node-rank", str(rank),
+                        "--dist-init-addr", f"{head}:{rendezvous}"]
+        plans.append(NodePlan(
+            rank=rank, host=node.name, address=node.address, ifname=node.ifname,
+            role="head" if rank == 0 else "worker", command=tuple(command),
+            ports=(http_port, rendezvous) if rank == 0 else (),
+            serves_http=rank == 0))
+    return ClusterPlan(
+        engine=NAME, mode="nnodes" if par.nodes > 1 else "single", job_id=alloc.job_id,
+        model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
+        head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
+        nodes=tuple(plans))

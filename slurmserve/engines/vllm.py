@@ -1,0 +1,213 @@
+"""vLLM: single node, Ray head/workers, vLLM's own multi-node (mp), or data-parallel RPC.
+
+Modes (`--launch-mode`, default auto):
+- single: one node, `vllm serve`.
+- ray: TP x PP spans nodes. Ray head + workers, each `ray start` pinned to the node's IP and
+  this job's ports; the head waits until Ray lists every node and GPU, then `vllm serve
+  --distributed-executor-backend ray` (with `--data-parallel-backend ray` when DP > 1).
+- mp: vLLM's own multi-node executor: `--nnodes N --node-rank R --master-addr HEAD`, with
+  `--headless` on every node but the head. No Ray involved.
+- dp: data parallel over nodes with replicas inside a node (TP x PP <= GPUs per node):
+  `--data-parallel-size-local`, `--data-parallel-address`, `--data-parallel-rpc-port`,
+  secondaries `--headless --data-parallel-start-rank`.
+auto picks single on one node, dp when DP > 1 and a replica fits in a node, ray otherwise.
+Expert parallel: vLLM's EP size is TP x DP; `--ep` must equal that (or be left out).
+"""
+
+from __future__ import annotations
+
+from ..errors import SpecError
+from ..render import render_template
+from ..spec import ServeSpec
+from ..topology import Allocation, ClusterPlan, NodePlan
+from . import NativeFlags, Parallel, default_layout, fit, merge, scan
+
+NAME = "vllm"
+DEFAULT_PORT = 8000
+MODES = ("auto", "single", "ray", "mp", "dp")
+
+FLAGS = NativeFlags(
+    values={
+        "tp": ("--tensor-parallel-size", "-tp"),
+        "pp": ("--pipeline-parallel-size", "-pp"),
+        "dp": ("--data-parallel-size", "-dp"),
+        "port": ("--port",),
+        "host": ("--host",),
+        "served_model_name": ("--served-model-name",),
+        "executor": ("--distributed-executor-backend",),
+        "dp_backend": ("--data-parallel-backend", "-dpb"),
+    },
+    switches={"expert_parallel": ("--enable-expert-parallel", "-ep")},
+    owned=(
+        "--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless",
+        "--data-parallel-address", "-dpa", "--data-parallel-rpc-port", "-dpp",
+        "--data-parallel-start-rank", "-dpr", "--data-parallel-size-local", "-dpl",
+        "--data-parallel-rank", "-dpn",
+    ),
+)
+
+
+def validate(spec: ServeSpec) -> None:
+    mode(spec, resolve(spec))
+
+
+def resolve(spec: ServeSpec) -> Parallel:
+    native, switches = scan(spec.engine_args, FLAGS)
+    merged = merge(spec, native, ("tp", "pp", "dp", "port", "host", "served_model_name"))
+    tp, pp, dp = default_layout(spec, merged["tp"], merged["pp"], merged["dp"])
+    expert = "expert_parallel" in switches
+    ep = tp * dp
+    if spec.ep is not None and spec.ep > 1:
+        if spec.ep != ep:
+            raise SpecError("--ep", f"vLLM's expert-parallel size is TP x DP = {ep}, not {spec.ep}",
+                            f"leave --ep out (vLLM derives it) or use --ep {ep}")
+        expert = True
+    world = tp * pp * dp
+    return Parallel(tp=tp, pp=pp, dp=dp, ep=ep if expert else 1, world=world,
+                    nodes=fit(spec, world, "TP x PP x DP"), expert_parallel=expert)
+
+
+def mode(spec: ServeSpec, par: Parallel) -> str:
+    if spec.launch_mode not in MODES:
+        raise SpecError("--launch-mode", f"'{spec.launch_mode}' is not a vLLM mode",
+                        "choose one of: " + ", ".join(MODES))
+    native, _ = scan(spec.engine_args, FLAGS)
+    executor = native.get("executor")
+    replica = par.tp * par.pp
+    chosen = spec.launch_mode
+    if chosen == "auto":
+        if par.nodes == 1:
+            chosen = "single"
+        elif executor == "mp":
+            chosen = "mp"
+        elif par.dp > 1 and replica <= spec.gpus_per_node and executor != "ray":
+            chosen = "dp"
+        else:
+            chosen = "ray"
+    if chosen == "single" and par.nodes > 1:
+        raise SpecError("--launch-mode", f"single needs 1 node, the layout spans {par.nodes}",
+                        "use --launch-mode auto, ray, mp or dp")
+    if chosen != "single" and par.nodes == 1:
+        chosen = "single"
+    if chosen == "dp" and (replica > spec.gpus_per_node or spec.gpus_per_node % replica):
+        raise SpecError("--launch-mode", f"dp needs whole replicas (TP x PP = {replica}) inside "
+                        f"each node of {spec.gpus_per_node} GPUs",
+                        "use --launch-mode ray, or make TP x PP divide --gpus-per-node")
+    if chosen == "mp" and par.dp > 1:
+        raise SpecError("--launch-mode", "mp (vLLM --nnodes) spans one replica over nodes, "
+                        "not DP replicas", "use --launch-mode dp or ray for DP > 1")
+    if executor and executor not in ("ray", "mp"):
+        raise SpecError("--distributed-executor-backend (after --)", f"'{executor}' cannot span "
+                        "nodes", "use ray or mp, or leave it out")
+    if chosen == "ray" and executor == "mp" or chosen in ("mp", "dp") and executor == "ray":
+        raise SpecError("--launch-mode", f"{chosen} contradicts --distributed-executor-backend "
+                        f"{executor} after --", "give one of them")
+    return chosen
+
+
+def port(spec: ServeSpec) -> int:
+    native, _ = scan(spec.engine_args, FLAGS)
+    return int(merge(spec, native, ("port",))["port"] or DEFAULT_PORT)
+
+
+def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
+    par = resolve(spec)
+    chosen = mode(spec, par)
+    native, switches = scan(spec.engine_args, FLAGS)
+    head = alloc.head.address
+    http_port = port(spec)
+    ports = alloc.ports
+    base = _serve_argv(spec, par, native, switches, http_port)
+    nodes = alloc.nodes[: par.nodes]
+    plans: list[NodePlan] = []
+    for rank, node in enumerate(nodes):
+        env = [("VLLM_HOST_IP", node.address)]
+        common = dict(rank=rank, host=node.name, address=node.address, ifname=node.ifname)
+        if chosen == "single":
+            plans.append(NodePlan(**common, role="server", command=tuple(base), env=tuple(env),
+                                  ports=(http_port,), serves_http=True))
+        elif chosen == "ray":
+            ray_env = env + [("RAY_NODE_IP_ADDRESS", node.address),
+                             ("RAY_OVERRIDE_NODE_IP_ADDRESS", node.address)]
+            ray_start = _ray_start(spec, node.address, head, alloc, rank == 0)
+            if rank == 0:
+                serve = base + _missing(native, "executor", ["--distributed-executor-backend", "ray"])
+                if par.dp > 1:
+                    serve += _missing(native, "dp_backend", ["--data-parallel-backend", "ray"])
+                script = render_template(
+                    "ray_head.sh.j2", ray_start=ray_start, serve=serve, nodes=len(nodes),
+                    gpus=par.nodes * spec.gpus_per_node,
+                    addresses=[n.address for n in nodes],
+                    timeout=int(spec.health_timeout))
+                plans.append(NodePlan(
+                    **common, role="ray-head", command=("bash", "/slurmserve/ray-head.sh"),
+                    env=tuple(ray_env), files=(("ray-head.sh", script),),
+                    ports=(http_port, ports.ray_gcs, *ports.ray_ports().values()),
+                    serves_http=True))
+            else:
+                plans.append(NodePlan(
+                    **common, role="ray-worker", command=tuple(ray_start + ["--block"]),
+                    env=tuple(ray_env), wait_for=(f"{head}:{ports.ray_gcs}",),
+                    ports=tuple(ports.ray_ports().values())))
+        elif chosen == "mp":
+            argv = base + ["--nnodes", str(len(nodes)), "--node-rank", str(rank),
+                           "--master-addr", head, "--master-port", str(ports.rendezvous)]
+            if rank:
+                argv.append("--headless")
+            plans.append(NodePlan(
+                **common, role="head" if rank == 0 else "headless", command=tuple(argv),
+                env=tuple(env), ports=(http_port, ports.rendezvous) if rank == 0 else (),
+                serves_http=rank == 0))
+        else:  # dp
+            local = spec.gpus_per_node // (par.tp * par.pp)
+            argv = base + ["--data-parallel-size-local", str(local),
+                           "--data-parallel-address", head,
+                           "--data-parallel-rpc-port", str(ports.rendezvous)]
+            if rank:
+                argv += ["--headless", "--data-parallel-start-rank", str(rank * local)]
+            plans.append(NodePlan(
+                **common, role="dp-head" if rank == 0 else "dp-headless", command=tuple(argv),
+                env=tuple(env), ports=(http_port, ports.rendezvous) if rank == 0 else (),
+                serves_http=rank == 0))
+    return ClusterPlan(
+        engine=NAME, mode=chosen, job_id=alloc.job_id,
+        model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
+        head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
+        nodes=tuple(plans))
+
+
+def _serve_argv(spec: ServeSpec, par: Parallel, native: dict[str, str], switches: set[str],
+                http_port: int) -> list[str]:
+    argv = ["vllm", "serve", spec.model]
+    argv += _missing(native, "tp", ["--tensor-parallel-size", str(par.tp)])
+    if par.pp > 1:
+        argv += _missing(native, "pp", ["--pipeline-parallel-size", str(par.pp)])
+    if par.dp > 1:
+        argv += _missing(native, "dp", ["--data-parallel-size", str(par.dp)])
+    if par.expert_parallel and "expert_parallel" not in switches:
+        argv.append("--enable-expert-parallel")
+    argv += _missing(native, "host", ["--host", spec.host])
+    argv += _missing(native, "port", ["--port", str(http_port)])
+    if spec.served_model_name:
+        argv += _missing(native, "served_model_name",
+                         ["--served-model-name", spec.served_model_name])
+    return argv + list(spec.engine_args)
+
+
+def _missing(native: dict[str, str], key: str, flag: list[str]) -> list[str]:
+    """Our flag, unless the user already gave the engine's own after `--` (kept verbatim)."""
+    return [] if key in native else flag
+
+
+def _ray_start(spec: ServeSpec, address: str, head: str, alloc: Allocation, is_head: bool
+               ) -> list[str]:
+    ports = alloc.ports
+    argv = ["ray", "start", "--node-ip-address", address, "--num-gpus", str(spec.gpus_per_node),
+            "--disable-usage-stats"]
+    if is_head:
+        argv += ["--head", "--port", str(ports.ray_gcs), "--include-dashboard", "false"]
+    else:
+        argv += ["--address", f"{head}:{ports.ray_gcs}"]
+    for name, value in ports.ray_ports().items():
+        argv += [f"--{name}", str(value)]
+    return argv

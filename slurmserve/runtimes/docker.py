@@ -1,0 +1,111 @@
+"""Docker runtime: the `docker run` line for one node, and how to find and stop our containers.
+
+Podman, enroot or Apptainer would be siblings exporting the same names: `container_name`,
+`labels`, `run_argv`, `env_pairs`, `device_globs`, `list_argv`, `stop_argv`.
+"""
+
+from __future__ import annotations
+
+from ..spec import ServeSpec
+from ..topology import ClusterPlan, NodePlan
+
+NAME = "docker"
+LABEL_JOB = "slurmserve.job"  # other tools find our containers by this key: keep it
+LABEL_RANK = "slurmserve.rank"
+LABEL_ROLE = "slurmserve.role"
+LABEL_ENGINE = "slurmserve.engine"
+FILES_DIR = "/slurmserve"  # NodePlan.files and secrets appear here, read-only
+
+# Fabric -> (device globs passed through when present, whether one must exist, NCCL/FI env).
+_FABRICS: dict[str, tuple[tuple[str, ...], bool, tuple[tuple[str, str], ...]]] = {
+    "efa": (("/dev/infiniband/uverbs*", "/dev/gdrdrv"), True,
+            (("FI_PROVIDER", "efa"), ("FI_EFA_USE_DEVICE_RDMA", "1"),
+             # Naming the plugin makes NCCL fail loudly when it is missing, instead of
+             # falling back to TCP sockets (field failure 4).
+             ("NCCL_NET", "AWS Libfabric"))),
+    "ib": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm"), True,
+           (("NCCL_IB_DISABLE", "0"),)),
+    "auto": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm", "/dev/gdrdrv"), False, ()),
+    "tcp": ((), False, (("NCCL_IB_DISABLE", "1"), ("NCCL_NET", "Socket"))),
+}
+
+
+def container_name(job_id: str, rank: int) -> str:
+    return f"slurmserve-{job_id}-{rank}"
+
+
+def labels(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
+    return {LABEL_JOB: plan.job_id, LABEL_RANK: str(node.rank), LABEL_ROLE: node.role,
+            LABEL_ENGINE: plan.engine}
+
+
+def device_globs(spec: ServeSpec) -> tuple[tuple[str, ...], bool]:
+    """Device paths the node script passes through when present, and whether one is required.
+
+    Detection happens on the node at launch (node.sh), not here.
+    """
+    globs, required, _ = _FABRICS[spec.fabric]
+    return globs, required
+
+
+def env_pairs(spec: ServeSpec, node: NodePlan, user_env: list[tuple[str, str]]
+              ) -> list[tuple[str, str]]:
+    """The container's environment, written to a 0600 env file (values never reach argv).
+
+    Later entries win: fabric defaults, then the user's variables, then the engine's per-node
+    values (they carry this node's address, which must be right).
+    """
+    pairs: list[tuple[str, str]] = [
+        # Every collective library binds the interface on the route to the head (failures 1-2).
+        ("GLOO_SOCKET_IFNAME", node.ifname),
+        ("NCCL_SOCKET_IFNAME", node.ifname),
+        ("TP_SOCKET_IFNAME", node.ifname),
+        *_FABRICS[spec.fabric][2],
+    ]
+    if spec.model.startswith("/"):
+        pairs.append(("HF_HUB_OFFLINE", "1"))  # a local model never needs the hub
+    pairs += user_env
+    pairs += list(node.env)
+    seen: dict[str, str] = {}
+    for key, value in pairs:
+        seen[key] = value
+    return list(seen.items())
+
+
+def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env_file: str,
+             files_dir: str | None) -> tuple[list[str], list[str]]:
+    """`docker run` options, and the entrypoint/image/command tail.
+
+    The node script puts the devices it finds at launch between the two.
+    """
+    argv = ["docker", "run", "--detach", "--name", container_name(plan.job_id, node.rank)]
+    for key, value in labels(plan, node).items():
+        argv += ["--label", f"{key}={value}"]
+    argv += [
+        "--init",  # a real PID 1: signals reach the engine, zombies are reaped
+        "--network", "host",
+        "--ipc", "host",  # the engine's shared memory is the host's, not a 64 MB /dev/shm
+        "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
+        "--env-file", env_file,
+    ]
+    if spec.gpus == "all":
+        argv += ["--gpus", "all"]
+    elif spec.gpus != "none":
+        argv += ["--gpus", f'"device={spec.gpus}"']
+    for mount in spec.mounts:
+        argv += ["--volume", str(mount)]
+    if files_dir:
+        argv += ["--volume", f"{files_dir}:{FILES_DIR}:ro"]
+    # The image's own entrypoint (e.g. `vllm serve` in vLLM's images) must not prefix ours.
+    return argv, ["--entrypoint", node.command[0], image, *node.command[1:]]
+
+
+def list_argv(job_id: str | None = None) -> list[str]:
+    """`docker ps` for our containers (all jobs, or one), as `name<TAB>job<TAB>state`."""
+    selector = LABEL_JOB if job_id is None else f"{LABEL_JOB}={job_id}"
+    return ["docker", "ps", "--all", "--filter", f"label={selector}", "--format",
+            "{{.Names}}\t{{.Label \"" + LABEL_JOB + "\"}}\t{{.State}}"]
+
+
+def stop_argv(name: str, grace_s: int = 10) -> list[str]:
+    return ["docker", "stop", "--time", str(grace_s), name]

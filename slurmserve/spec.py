@@ -1,0 +1,418 @@
+"""The serving spec: one validated, frozen description of what to serve and where.
+
+A spec comes from keywords (the CLI, a notebook) and optionally a YAML file; keywords win.
+Every check raises SpecError naming the field and the fix, before anything starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import SpecError
+
+ENGINES = ("vllm", "sglang", "trtllm")
+FABRICS = ("auto", "efa", "ib", "tcp")
+STAGES = ("auto", "direct", "sbcast")
+TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_SLURM_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,-]*$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(UNLIMITED|unlimited|INFINITE|infinite)$")
+_IMAGE_REF = re.compile(
+    r"^[a-z0-9]+([._-][a-z0-9]+)*(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@sha256:[0-9a-f]{64})?$"
+)
+# sbatch options slurmserve owns; users set them through the spec's own fields.
+_PROTECTED_SBATCH = {
+    "--nodes": "--nodes", "-N": "--nodes", "--ntasks": "(none: one task per node)",
+    "--ntasks-per-node": "(none: one task per node)", "--job-name": "--job-name",
+    "-J": "--job-name", "--partition": "--partition", "-p": "--partition",
+    "--account": "--account", "-A": "--account", "--time": "--time", "-t": "--time",
+    "--qos": "--qos", "--gpus-per-node": "--gpus-per-node", "--exclusive": "--exclusive",
+    "--output": "--log-dir", "-o": "--log-dir", "--error": "--log-dir", "-e": "--log-dir",
+}
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    read_only: bool = False
+
+    def __str__(self) -> str:
+        return f"{self.source}:{self.target}" + (":ro" if self.read_only else "")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    """Options that end up in the sbatch header."""
+
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: str | None = None
+    exclusive: bool = False
+    sbatch_args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServeSpec:
+    """What to serve, with which engine, on how many nodes."""
+
+    engine: str
+    model: str
+    image: str
+    served_model_name: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 8
+    tp: int | None = None
+    pp: int | None = None
+    dp: int | None = None
+    ep: int | None = None
+    launch_mode: str = "auto"
+    host: str = "0.0.0.0"
+    port: int | None = None
+    mounts: tuple[Mount, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+    env_file: str | None = None
+    fabric: str = "auto"
+    gpus: str = "all"
+    health_timeout: float = 1800.0
+    log_dir: str = "slurmserve-logs"
+    job_name: str = "slurmserve"
+    stage: str = "auto"
+    engine_args: tuple[str, ...] = ()
+    slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+    @property
+    def env_dict(self) -> dict[str, str]:
+        return dict(self.env)
+
+    @property
+    def image_is_tarball(self) -> bool:
+        return self.image.endswith(TARBALL_SUFFIXES)
+
+    @property
+    def model_name(self) -> str:
+        """The name clients use in requests."""
+        return self.served_model_name or self.model
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the YAML layout that `load_spec` reads back."""
+        data = dataclasses.asdict(self)
+        data["mounts"] = [str(m) for m in self.mounts]
+        data["env"] = dict(self.env)
+        data["engine_args"] = list(self.engine_args)
+        data["slurm"]["sbatch_args"] = list(self.slurm.sbatch_args)
+        return data
+
+
+SPEC_KEYS = tuple(f.name for f in dataclasses.fields(ServeSpec))
+SLURM_KEYS = tuple(f.name for f in dataclasses.fields(SlurmOptions))
+
+
+def load_spec(config: str | os.PathLike[str] | None = None, **overrides: Any) -> ServeSpec:
+    """Build a validated spec from an optional YAML file plus keyword overrides.
+
+    Overrides that are None are ignored, so CLI flags left unset keep the file's values.
+    Slurm options may be given flat (partition=...) or as slurm={...}.
+    """
+    data: dict[str, Any] = _read_yaml(config) if config else {}
+    slurm = dict(data.pop("slurm", None) or {})
+    for key, value in overrides.items():
+        if value is None or (key == "engine_args" and not value and data.get("engine_args")):
+            continue
+        if key in SLURM_KEYS:
+            slurm[key] = value
+        elif key == "slurm":
+            slurm.update({k: v for k, v in dict(value).items() if v is not None})
+        else:
+            data[key] = value
+    _reject_unknown(data, SPEC_KEYS, "")
+    _reject_unknown(slurm, SLURM_KEYS, "slurm.")
+    data["slurm"] = _slurm_options(slurm)
+    for required in ("engine", "model", "image"):
+        if not data.get(required):
+            raise SpecError(required, "is required", _REQUIRED_FIX[required])
+    return _validate(data)
+
+
+_REQUIRED_FIX = {
+    "engine": "give one of: " + ", ".join(ENGINES),
+    "model": "give a Hugging Face id or a model path",
+    "image": "pass --image with a `docker save` tarball (.tar/.tar.gz) or a registry reference",
+}
+
+
+def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+    import yaml  # imported here: only --config needs it
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise SpecError("--config", f"file not found: {path}", "check the path") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise SpecError("--config", f"malformed YAML{where} in {path}", "fix the syntax") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SpecError("--config", f"{path} must hold a mapping of spec keys", "see examples/")
+    return data
+
+
+def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str) -> None:
+    for key in data:
+        if key not in known:
+            close = difflib.get_close_matches(str(key).replace("-", "_"), known, n=1)
+            fix = f"did you mean '{prefix}{close[0]}'?" if close else "valid keys: " + ", ".join(
+                known
+            )
+            raise SpecError(f"{prefix}{key}", "unknown key", fix)
+
+
+def _validate(d: dict[str, Any]) -> ServeSpec:
+    engine = _choice("engine", d["engine"], ENGINES)
+    spec = ServeSpec(
+        engine=engine,
+        model=_text("model", d["model"]),
+        image=_image(d["image"]),
+        served_model_name=_opt(_text, "served_model_name", d.get("served_model_name")),
+        nodes=_positive("nodes", d.get("nodes", 1), "--nodes"),
+        gpus_per_node=_positive("gpus_per_node", d.get("gpus_per_node", 8), "--gpus-per-node"),
+        tp=_opt(_positive, "tp", d.get("tp"), "--tp"),
+        pp=_opt(_positive, "pp", d.get("pp"), "--pp"),
+        dp=_opt(_positive, "dp", d.get("dp"), "--dp"),
+        ep=_opt(_positive, "ep", d.get("ep"), "--ep"),
+        launch_mode=_name("launch_mode", d.get("launch_mode", "auto")),
+        host=_text("host", d.get("host", "0.0.0.0")),
+        port=_opt(_port, "port", d.get("port")),
+        mounts=tuple(_mount(m) for m in _list("mounts", d.get("mounts", ()))),
+        env=_env(d.get("env", ())),
+        env_file=_opt(_env_file, "env_file", d.get("env_file")),
+        fabric=_choice("fabric", d.get("fabric", "auto"), FABRICS),
+        gpus=_gpus(d.get("gpus", "all")),
+        health_timeout=_positive_float("health_timeout", d.get("health_timeout", 1800.0)),
+        log_dir=_text("log_dir", d.get("log_dir", "slurmserve-logs")),
+        job_name=_name("job_name", d.get("job_name", "slurmserve")),
+        stage=_choice("stage", d.get("stage", "auto"), STAGES),
+        engine_args=tuple(_text("engine_args", a, allow_empty=True)
+                          for a in _list("engine_args", d.get("engine_args", ()))),
+        slurm=d["slurm"],
+    )
+    from . import engines  # engines validate their own parallel rules and launch modes
+
+    engines.get(spec.engine).validate(spec)
+    return spec
+
+
+def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
+    sbatch_args = tuple(_text("sbatch_args", a) for a in _list("sbatch_args", d.get("sbatch_args")))
+    for arg in sbatch_args:
+        if not arg.startswith("-"):
+            raise SpecError("--sbatch-arg", f"'{arg}' is not an sbatch option",
+                            "pass options like --sbatch-arg=--constraint=h100")
+        flag = arg.split("=", 1)[0]
+        if flag in _PROTECTED_SBATCH:
+            raise SpecError("--sbatch-arg", f"{flag} is set by slurmserve",
+                            f"use slurmserve's {_PROTECTED_SBATCH[flag]} instead")
+    time = d.get("time")
+    if time is not None and not _SLURM_TIME.match(str(time)):
+        raise SpecError("--time", f"'{time}' is not a SLURM time",
+                        "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+    exclusive = d.get("exclusive", False)
+    if not isinstance(exclusive, bool):
+        raise SpecError("slurm.exclusive", f"'{exclusive}' is not true/false", "use true or false")
+    return SlurmOptions(
+        partition=_opt(_slurm_word, "--partition", d.get("partition")),
+        account=_opt(_slurm_word, "--account", d.get("account")),
+        qos=_opt(_slurm_word, "--qos", d.get("qos")),
+        time=None if time is None else str(time),
+        exclusive=exclusive,
+        sbatch_args=sbatch_args,
+    )
+
+
+def _opt(check: Any, name: str, value: Any, *args: Any) -> Any:
+    return None if value is None else check(name, value, *args)
+
+
+def _text(name: str, value: Any, allow_empty: bool = False) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise SpecError(name, f"expected text, got {type(value).__name__}", "give a string")
+    value = str(value)
+    if not value and not allow_empty:
+        raise SpecError(name, "is empty", "give a value")
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise SpecError(name, "contains a newline or NUL byte", "remove it")
+    return value
+
+
+def _name(name: str, value: Any) -> str:
+    value = _text(name, value)
+    if not _NAME.match(value):
+        raise SpecError(name, f"'{value}' has characters other than letters, digits, . _ -",
+                        "use a simple name like my-job")
+    return value
+
+
+def _slurm_word(name: str, value: Any) -> str:
+    value = _text(name, value)
+    if not _SLURM_WORD.match(value):
+        raise SpecError(name, f"'{value}' is not a valid SLURM name", "use letters, digits, . _ -")
+    return value
+
+
+def _choice(name: str, value: Any, choices: Sequence[str]) -> str:
+    text = _text(name, value).lower()
+    if text not in choices:
+        raise SpecError(name, f"unknown value '{value}'", "choose one of: " + ", ".join(choices))
+    return text
+
+
+def _positive(name: str, value: Any, flag: str | None = None) -> int:
+    flag = flag or name
+    if isinstance(value, bool):
+        raise SpecError(flag, f"'{value}' is not a whole number", "give a positive integer")
+    try:
+        number = int(value)
+        if number != float(value):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SpecError(flag, f"'{value}' is not a whole number", "give a positive integer") from None
+    if number < 1:
+        raise SpecError(flag, f"must be at least 1, got {number}", "give a positive integer")
+    return number
+
+
+def _positive_float(name: str, value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SpecError(name, f"'{value}' is not a number", "give seconds, e.g. 1800") from None
+    if not number > 0:
+        raise SpecError(name, f"must be positive, got {value}", "give seconds, e.g. 1800")
+    return number
+
+
+def _port(name: str, value: Any) -> int:
+    port = _positive("--port", value)
+    if not 1 <= port <= 65535:
+        raise SpecError("--port", f"{port} is out of range", "use a port between 1 and 65535")
+    return port
+
+
+def _list(name: str, value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise SpecError(name, "expected a list", f"write {name} as a YAML list")
+    return list(value)
+
+
+def _image(value: Any) -> str:
+    image = _text("image", value)
+    if image.endswith(TARBALL_SUFFIXES):
+        from .images import check_tarball
+
+        check_tarball(image)
+        return image
+    if not _IMAGE_REF.match(image):
+        raise SpecError("image", f"'{image}' is neither a .tar/.tar.gz file nor an image reference",
+                        "pass a `docker save` tarball or a reference like registry/name:tag")
+    return image
+
+
+def _mount(value: Any) -> Mount:
+    if isinstance(value, Mount):
+        return value
+    text = _text("mounts", value)
+    parts = text.split(":")
+    mode = "rw"
+    if len(parts) == 3:
+        mode = parts.pop()
+    if len(parts) != 2 or mode not in ("ro", "rw") or not all(parts):
+        raise SpecError("--mount", f"'{text}' is not SRC:DST[:ro]", "e.g. --mount /fsx:/fsx:ro")
+    source, target = parts
+    for path in (source, target):
+        if not path.startswith("/"):
+            raise SpecError("--mount", f"'{path}' in '{text}' is not an absolute path",
+                            "use absolute paths on both sides")
+        if "," in path:
+            raise SpecError("--mount", f"'{path}' contains a comma", "rename or link the path")
+    return Mount(source, target, mode == "ro")
+
+
+def _env(value: Any) -> tuple[tuple[str, str], ...]:
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        items = list(value.items())
+    else:
+        items = []
+        for entry in _list("env", value):
+            if isinstance(entry, (tuple, list)) and len(entry) == 2:
+                items.append((entry[0], entry[1]))
+                continue
+            text = _text("--env", entry)
+            if "=" not in text:
+                raise SpecError("--env", f"'{text}' is not KEY=VALUE", "e.g. --env NCCL_DEBUG=INFO")
+            items.append(tuple(text.split("=", 1)))
+    result = []
+    for key, val in items:
+        key = _text("--env", key)
+        if not _ENV_KEY.match(key):
+            raise SpecError("--env", f"'{key}' is not a valid variable name",
+                            "use letters, digits and _, not starting with a digit")
+        result.append((key, _text(f"env {key}", "" if val is None else val, allow_empty=True)))
+    return tuple(result)
+
+
+def _env_file(name: str, value: Any) -> str:
+    path = _text("--env-file", value)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines()
+    except OSError as exc:
+        raise SpecError("--env-file", f"cannot read {path}: {exc.strerror}", "check the path") from None
+    for number, line in enumerate(lines, 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key = stripped.split("=", 1)[0]
+        if "=" not in stripped or not _ENV_KEY.match(key):
+            raise SpecError("--env-file", f"{path} line {number} is not KEY=VALUE",
+                            "fix or remove that line")
+    return os.path.abspath(path)
+
+
+def _gpus(value: Any) -> str:
+    text = _text("gpus", value).replace(" ", "").lower()
+    if text in ("all", "none"):
+        return text
+    ids = text.split(",")
+    if not all(i.isdigit() for i in ids) or len(set(ids)) != len(ids):
+        raise SpecError("--gpus", f"'{value}' is not all, none or a list of GPU indices",
+                        "e.g. --gpus all, --gpus none or --gpus 0,1,2,3")
+    return ",".join(ids)
+
+
+def env_file_pairs(path: str) -> list[tuple[str, str]]:
+    """KEY=VALUE pairs of an env file (already validated by the spec)."""
+    pairs = []
+    with open(path, encoding="utf-8") as fh:
+        for line in fh.read().splitlines():
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#"):
+                key, value = stripped.split("=", 1)
+                pairs.append((key, value))
+    return pairs

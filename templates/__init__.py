@@ -1,0 +1,1 @@
+"""Jinja templates: shell lives here, decisions live in Python."""
