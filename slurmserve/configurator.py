@@ -479,7 +479,8 @@ def _allreduce_s(c: _Ctx, tp: int, layers: float, tokens: float) -> float:
         return 0.0
     ring = 2 * (tp - 1) / tp * tokens * c.m.hidden * 2  # bytes each GPU sends per all-reduce
     per_call = c.g["allreduce_us"] * 1e-6 + ring / (c.g["link_gbps"] * 1e9 * LINK_EFFICIENCY)
-    return 2 * layers * per_call  # after attention and after the MLP
+    calls = 3 if c.m.moe else 2  # after attention and after the MLP; MoE: dispatch + combine
+    return calls * layers * per_call
 
 
 def _decode_read_b(c: _Ctx, batch: float) -> float:
@@ -571,6 +572,13 @@ def _tp_choices(m: _Model, gpn: int) -> list[int]:
     return out
 
 
+def _nodes(tp: int, pp: int, dp: int, gpn: int) -> int:
+    """Nodes for DP replicas of TP x PP GPUs; a TP group never spans nodes."""
+    if tp * pp <= gpn:
+        return math.ceil(dp / (gpn // (tp * pp)))  # whole replicas packed per node
+    return math.ceil(pp / (gpn // tp)) * dp  # stages of one replica per node, replicas apart
+
+
 def plan(req: PlanRequest) -> Plan:
     """Size a deployment for `req`; raises PlanError naming the bad field."""
     engine = _choice("--engine", req.engine, ENGINES)
@@ -646,10 +654,7 @@ def plan(req: PlanRequest) -> Plan:
     decode_s = out_tokens * ev.tpot_s / ev.batch
     rps = 1 / (prefill_s + decode_s)
     dp = max(1, math.ceil(qps / (rps * TARGET_UTILIZATION) - 1e-9))
-    if tp * pp <= gpn:
-        nodes = math.ceil(dp / (gpn // (tp * pp)))
-    else:
-        nodes = math.ceil(pp / (gpn // tp)) * dp
+    nodes = _nodes(tp, pp, dp, gpn)
     total = tp * pp * dp
 
     # Prefill/decode disaggregation.
@@ -669,8 +674,8 @@ def plan(req: PlanRequest) -> Plan:
             "a P/D split needs the engine's KV connector (vLLM --kv-transfer-config, SGLang "
             "--disaggregation-mode, TRT-LLM disaggregated serving)")
     elif in_tokens >= DISAGG_MIN_INPUT_TOKENS and share > 0.5:
-        notes.append(f"prefill is {share:.0%} of replica time; disaggregation would help if "
-                     f"TTFT mattered (no tight --ttft-ms given)")
+        notes.append(f"prefill is {share:.0%} of replica time; under a TTFT target of "
+                     f"<= {DISAGG_MAX_TTFT_MS:g} ms disaggregation would pay off")
 
     prefix = in_tokens >= PREFIX_CACHE_MIN_INPUT_TOKENS
     if prefix:
@@ -700,8 +705,11 @@ def plan(req: PlanRequest) -> Plan:
             args += ["--quantization", "fp8"]
         if kvdtype == "fp8":
             args += ["--kv-cache-dtype", "fp8_e4m3"]
-        if dp > 1 and nodes > 1:
-            args.append("--enable-dp-attention")
+        if dp > 1:
+            notes.append("SGLang advises independent servers behind sgl-router for DP in "
+                         "production; native --dp-size runs the replicas in one server. "
+                         "--enable-dp-attention is a different thing (DP attention inside one "
+                         "TP group, GPUs = tp), worth it for MLA/MoE models")
     else:
         args += ["--max_seq_len", str(context)]
         if req.tpot_ms is not None:
@@ -722,6 +730,10 @@ def plan(req: PlanRequest) -> Plan:
             notes.append(f"vLLM EP = TP x DP = {ep}: experts spread over all {ep} GPUs of a "
                          "stage, attention stays TP" + (
                              "; DP ranks step together in the MoE layers" if dp > 1 else ""))
+            if tp * dp > gpn:
+                notes.append(f"the EP group of {ep} GPUs spans nodes: every MoE layer's "
+                             "all-to-all crosses the inter-node fabric; for a model this size "
+                             f"{dp} independent TP{tp} replicas behind a router avoid that")
         else:
             ep = math.gcd(tp, m.experts) if m.experts else tp
             notes.append(f"{engine} EP subdivides TP: ep {ep} divides tp {tp} "

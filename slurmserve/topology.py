@@ -115,7 +115,6 @@ class NodePlan:
     wait_for: tuple[str, ...] = ()  # "IP:PORT" that must accept connections before start
     ports: tuple[int, ...] = ()  # ports this node must find free
     serves_http: bool = False
-    start: bool = True  # False: no container of its own (e.g. reached over MPI/ssh only)
 
 
 @dataclass(frozen=True)

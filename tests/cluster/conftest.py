@@ -6,108 +6,28 @@ CI tears it down with `tests/cluster/sandbox down`.
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import tarfile
-import uuid
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-SANDBOX = HERE / "sandbox"
-BUILD = REPO / "containers" / "testing" / "build"
-TEST_LABEL = "slurmserve.test=1"
-TEST_PREFIX = "sstest-"
-
-
-class CommandFailed(AssertionError):
-    """A command exited non-zero; the message carries its output."""
-
-
-def run(
-    argv: Sequence[str],
-    *,
-    check: bool = True,
-    timeout: float = 120,
-    env: dict[str, str] | None = None,
-    input: str | None = None,
-) -> subprocess.CompletedProcess[str]:
-    """Run argv (never through a shell) and capture its text output."""
-    proc = subprocess.run(
-        list(argv),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-        input=input,
-        check=False,
-    )
-    if check and proc.returncode != 0:
-        raise CommandFailed(
-            f"{list(argv)} exited {proc.returncode}\n"
-            f"--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
-@dataclass(frozen=True)
-class Sandbox:
-    """Handle on a running sandbox cluster."""
-
-    nodes: list[str]
-    addrs: dict[str, str]
-    env: dict[str, str] = field(default_factory=dict)
-
-    def addr(self, node: str) -> str:
-        return self.addrs[node]
-
-    def exec(
-        self, node: str, *argv: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        """Run argv inside NODE's network namespace with its DOCKER_HOST."""
-        return run([str(SANDBOX), "exec", node, *argv], check=check, timeout=timeout)
-
-    def docker(
-        self, node: str, *argv: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        return self.exec(node, "docker", *argv, check=check, timeout=timeout)
-
-    def host(
-        self, *argv: str, check: bool = True, timeout: float = 120
-    ) -> subprocess.CompletedProcess[str]:
-        """Run a SLURM client (srun, sbatch, ...) on the host."""
-        return run(argv, check=check, timeout=timeout, env=self.env)
+from sandboxlib import (
+    BUILD,
+    HERE,
+    SANDBOX,
+    TEST_LABEL,
+    Containers,
+    Sandbox,
+    run,
+    sandbox_env,
+    sandbox_status,
+)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.is_relative_to(HERE):
             item.add_marker(pytest.mark.cluster)
-
-
-def sandbox_status() -> dict:
-    """`sandbox status --json` (it exits 1 when the cluster is not fully up)."""
-    proc = run([str(SANDBOX), "status", "--json"], check=False, timeout=60)
-    try:
-        return json.loads(proc.stdout)
-    except json.JSONDecodeError as err:
-        raise CommandFailed(f"sandbox status --json: {proc.stdout!r} {proc.stderr!r}") from err
-
-
-def sandbox_env() -> dict[str, str]:
-    """Parse the `export NAME=VALUE` lines of `sandbox env`."""
-    out = run([str(SANDBOX), "env"]).stdout
-    env = {}
-    for line in out.splitlines():
-        name, _, value = line.removeprefix("export ").partition("=")
-        if name and value:
-            env[name] = value
-    return env
 
 
 @pytest.fixture(scope="session")
@@ -153,61 +73,6 @@ def standin_tarball() -> Path:
 @pytest.fixture(scope="session")
 def vllm_tarball() -> Path:
     return build_image("vllm-cpu")
-
-
-def tarball_image(tarball: Path) -> tuple[str, str]:
-    """(image ID, first tag) from a `docker save` tarball's manifest.json."""
-    with tarfile.open(tarball) as tar:
-        member = tar.extractfile("manifest.json")
-        assert member is not None, f"{tarball} has no manifest.json"
-        manifest = json.load(member)
-    entry = manifest[0]
-    image_id = "sha256:" + Path(entry["Config"]).name.removesuffix(".json")
-    tags = entry.get("RepoTags") or [image_id]
-    return image_id, tags[0]
-
-
-def load_image(sandbox: Sandbox, node: str, tarball: Path) -> str:
-    """`docker load` TARBALL into NODE's engine unless that image ID is there; returns its tag."""
-    image_id, tag = tarball_image(tarball)
-    have = sandbox.docker(node, "image", "inspect", "-f", "{{.Id}}", tag, check=False)
-    if have.returncode != 0 or have.stdout.strip() != image_id:
-        sandbox.docker(node, "load", "-i", str(tarball), timeout=600)
-    return tag
-
-
-class Containers:
-    """Starts labelled `sstest-` containers on nodes and removes them all afterwards."""
-
-    def __init__(self, sandbox: Sandbox) -> None:
-        self.sandbox = sandbox
-        self.started: list[tuple[str, str]] = []
-
-    def run(
-        self, node: str, name: str, image: str, *argv: str, docker_args: Sequence[str] = ()
-    ) -> str:
-        """`docker run -d` on NODE; returns the container name."""
-        full = f"{TEST_PREFIX}{name}-{uuid.uuid4().hex[:8]}"
-        self.started.append((node, full))
-        self.sandbox.docker(
-            node, "run", "-d", "--name", full, "--label", TEST_LABEL, *docker_args, image, *argv
-        )
-        return full
-
-    def logs(self, node: str, name: str, tail: int = 60) -> str:
-        proc = self.sandbox.docker(node, "logs", "--tail", str(tail), name, check=False)
-        return proc.stdout + proc.stderr
-
-    def running(self, node: str, name: str) -> bool:
-        proc = self.sandbox.docker(
-            node, "inspect", "-f", "{{.State.Running}}", name, check=False
-        )
-        return proc.stdout.strip() == "true"
-
-    def remove_all(self) -> None:
-        for node, name in reversed(self.started):
-            self.sandbox.docker(node, "rm", "-f", name, check=False, timeout=60)
-        self.started.clear()
 
 
 @pytest.fixture

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# slurmserve node launcher for job 4242, rendered by slurmserve; run by one srun step with
+# one task per node. Each task starts its node's container, streams the container's log to a
+# file, stops the container on SIGTERM/SIGINT, and exits with the container's exit code.
+# Compute nodes need only bash and docker.
+set -euo pipefail
+
+rank="${SLURM_PROCID:?slurmserve: SLURM_PROCID is unset; run this script under srun}"
+case "$rank" in
+  0)
+    expected_host=gpu-1
+    name=slurmserve-4242-0
+    log=/shared/logs/4242/node-0-gpu-1.log
+    wait_for=()
+    run_opts=(docker run --detach --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit memlock=-1 --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
+    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path Qwen/Qwen1.5-MoE-A2.7B --host 0.0.0.0 --port 30000 --tp 8 --ep 2 --nnodes 2 --node-rank 0 --dist-init-addr 192.0.2.1:24200)
+    ;;
+  1)
+    expected_host=gpu-2
+    name=slurmserve-4242-1
+    log=/shared/logs/4242/node-1-gpu-2.log
+    wait_for=()
+    run_opts=(docker run --detach --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit memlock=-1 --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
+    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path Qwen/Qwen1.5-MoE-A2.7B --host 0.0.0.0 --port 30000 --tp 8 --ep 2 --nnodes 2 --node-rank 1 --dist-init-addr 192.0.2.1:24200)
+    ;;
+  *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
+esac
+
+say() { echo "slurmserve[$rank@$expected_host]: $*" >&2; }
+
+here="${SLURMD_NODENAME:-$(hostname -s)}"
+if [[ "$here" != "$expected_host" ]]; then
+  say "planned for $expected_host but running on $here; the allocation changed, re-run slurmserve"
+  exit 3
+fi
+
+devices=()
+missing_required=1
+for pattern in '/dev/infiniband/uverbs*' /dev/infiniband/rdma_cm /dev/gdrdrv; do
+  while IFS= read -r dev; do
+    devices+=(--device "$dev")
+    [[ "$dev" == */uverbs* ]] && missing_required=0
+  done < <(compgen -G "$pattern" || true)
+done
+
+deadline=$((SECONDS + 1800))
+for target in "${wait_for[@]}"; do
+  # Readiness order: poll the port this node depends on; no fixed sleeps.
+  until (exec 3<>"/dev/tcp/${target%:*}/${target##*:}") 2>/dev/null; do
+    if (( SECONDS >= deadline )); then
+      say "gave up waiting for $target after 1800s"
+      exit 5
+    fi
+    sleep 0.2
+  done
+done
+
+# A container with this job's name and label is ours from an earlier attempt of this job.
+stale=$(docker ps --all --quiet --filter "name=^/${name}\$" --filter "label=slurmserve.job=4242")
+[[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
+
+stopping=0
+stop_container() {
+  stopping=1
+  docker stop --time 10 "$name" >/dev/null 2>&1 || true
+}
+trap 'stop_container' TERM INT HUP
+
+"${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >/dev/null
+say "container $name started"
+docker logs --follow "$name" >>"$log" 2>&1 &
+logs_pid=$!
+
+# `wait` on a background job lets the trap run as soon as a signal arrives.
+docker wait "$name" >/dev/null 2>&1 &
+waiter=$!
+while ! wait "$waiter"; do
+  kill -0 "$waiter" 2>/dev/null || break
+done
+code=$(docker inspect --format '{{.State.ExitCode}}' "$name" 2>/dev/null || echo 1)
+wait "$logs_pid" 2>/dev/null || true
+docker rm --force "$name" >/dev/null 2>&1 || true
+if (( stopping )); then
+  say "container $name stopped on request"
+  exit 0
+fi
+say "container $name exited with code $code"
+exit "$code"
