@@ -18,7 +18,8 @@ from .render import render_template
 from .spec import ServeSpec, load_spec
 from .topology import Allocation, ClusterPlan, NodeInfo
 
-__all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe"]
+__all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe", "run",
+           "allocation_defaults"]
 
 PREVIEW_NET = "192.0.2"  # RFC 5737 documentation addresses: a preview never points anywhere real
 
@@ -68,3 +69,27 @@ def describe(spec: ServeSpec, allocation: Allocation | None = None) -> dict[str,
         "plan": plan_cluster(spec, alloc).to_dict(),
         "preview": allocation is None,
     }
+
+
+def allocation_defaults(env: dict[str, str] | None = None) -> dict[str, int]:
+    """Spec defaults the surrounding allocation implies: its node count and GPUs per node."""
+    env = dict(os.environ) if env is None else env
+    defaults: dict[str, int] = {}
+    if env.get("SLURM_JOB_NUM_NODES", "").isdigit():
+        defaults["nodes"] = int(env["SLURM_JOB_NUM_NODES"])
+    gpus = env.get("SLURM_GPUS_PER_NODE", "").rsplit(":", 1)[-1]
+    if gpus.isdigit():
+        defaults["gpus_per_node"] = int(gpus)
+    return defaults
+
+
+def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
+        emit: Any = None) -> int:
+    """Serve `spec` in the current allocation until stopped; returns the exit code."""
+    from .console import Console
+    from .driver import Driver
+    from .slurm import current_job
+
+    driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=follow_logs,
+                    emit=emit)
+    return driver.run()

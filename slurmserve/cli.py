@@ -72,14 +72,14 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _spec(params: dict[str, Any]) -> Any:
+def _spec(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> Any:
     fields = dict(params)
     config = fields.pop("config", None)
     # Everything after `--`, split off by main() before click parsed the rest.
     fields["engine_args"] = tuple(click.get_current_context().obj or ()) or None
     for key in ("mounts", "env", "sbatch_args"):
         fields[key] = tuple(fields[key]) or None
-    return api.load_spec(config, **fields)
+    return api.load_spec(config, defaults=defaults, **fields)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -111,6 +111,27 @@ def render(output: str | None, python: str | None, as_json: bool, **params: Any)
         click.echo(script, nl=False)
     else:
         click.echo(f"wrote {output}: sbatch {output}", err=True)
+
+
+@cli.command()
+@serve_options
+@click.option("--quiet-logs", is_flag=True, help="Do not stream the containers' logs here.")
+@click.option("--quiet", "-q", is_flag=True, help="Only the READY block and errors.")
+@click.option("--json", "as_json", is_flag=True, help="Also print ready/stopped events as JSON lines.")
+@_errors
+def run(quiet_logs: bool, quiet: bool, as_json: bool, **params: Any) -> None:
+    """Serve ENGINE MODEL in this allocation until Ctrl+C, scancel or a node failing.
+
+    Run inside salloc (or the sbatch script from `render`). Prints `READY http://HEAD:PORT`
+    when the server answers a real generation; tears everything down on exit.
+    """
+    spec = _spec(params, defaults=api.allocation_defaults())
+
+    def emit(event: dict[str, Any]) -> None:
+        if as_json:
+            click.echo(json.dumps(event), nl=True)
+
+    sys.exit(api.run(spec, follow_logs=not (quiet_logs or quiet), quiet=quiet, emit=emit))
 
 
 @cli.command("plan")

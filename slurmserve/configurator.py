@@ -260,6 +260,9 @@ class Plan:
     dp: int
     ep: int
     replicas: int
+    deployments: int  # copies of to_spec() to run behind a router (1: the spec is everything)
+    spec_dp: int
+    spec_nodes: int
     nodes: int
     gpus_per_node: int
     total_gpus: int
@@ -320,7 +323,9 @@ class Plan:
             ("ttft", f"{self.ttft_ms:.0f} ms{_slo(self.ttft_ok, req.ttft_ms)}"),
             ("throughput", f"{self.tokens_per_s_replica:,.0f} tok/s, "
                            f"{self.requests_per_s_replica:.2f} req/s per replica"),
-            ("replicas", f"{self.replicas} for {req.qps:g} req/s"),
+            ("replicas", f"{self.replicas} for {req.qps:g} req/s" + (
+                f", as {self.deployments} deployments of DP={self.spec_dp} behind a router"
+                if self.deployments > 1 else "")),
             ("disaggregate", f"yes: {self.prefill_replicas} prefill + {self.decode_replicas} "
                              f"decode instances, {self.disagg_gpus} GPUs"
                              if self.disaggregate else "no"),
@@ -336,7 +341,11 @@ class Plan:
         return "\n".join(lines)
 
     def to_spec(self, model_id: str | None = None) -> dict[str, Any]:
-        """A serving-spec dict for `slurmserve render/run --config` (image not included)."""
+        """A serving-spec dict for `slurmserve render/run --config` (image not included).
+
+        It describes one deployment: all replicas when `deployments` is 1, else one of
+        `deployments` identical copies to put behind a router.
+        """
         model = model_id or self.hf_id
         if not model:
             raise PlanError("--model", "a plan from --params-b has no model id",
@@ -344,12 +353,14 @@ class Plan:
         return {
             "engine": self.engine,
             "model": model,
-            "served_model_name": model.rstrip("/").split("/")[-1],
-            "nodes": self.nodes,
+            # trtllm-serve serves the model under its path: it has no served-name option.
+            "served_model_name": None if self.engine == "trtllm"
+            else model.rstrip("/").split("/")[-1],
+            "nodes": self.spec_nodes,
             "gpus_per_node": self.gpus_per_node,
             "tp": self.tp,
             "pp": self.pp,
-            "dp": self.dp,
+            "dp": self.spec_dp,
             "ep": self.ep if self.ep > 1 else None,
             "engine_args": list(self.engine_args),
         }
@@ -373,6 +384,9 @@ def _lookup_gpu(name: str) -> str:
 
 def _resolve_model(req: PlanRequest) -> _Model:
     if req.model is not None:
+        if req.params_b is not None or req.active_params_b is not None:
+            raise PlanError("--params-b", "given together with a preset --model",
+                            "drop --params-b/--active-params-b, or --model to size by params")
         name = _MODEL_ALIASES.get(_norm(req.model))
         if name is None:
             raise PlanError("--model", f"unknown preset '{req.model}'",
@@ -626,8 +640,10 @@ def plan(req: PlanRequest) -> Plan:
         tp, pp = fits[0], 1
     else:
         tp = choices[-1]
+        # Stages that span nodes fill them: engines take whole nodes of GPUs.
         pps = [p for p in range(2, min(MAX_PP, m.layers) + 1)
-               if _per_gpu_gb(c, tp, p, working) <= usable]
+               if (tp * p <= gpn or tp * p % gpn == 0)
+               and _per_gpu_gb(c, tp, p, working) <= usable]
         if not pps:
             raise PlanError("--model", f"{m.name} at {wdtype} with {concurrency} x {context}-token "
                             f"sequences needs more than {MAX_PP} nodes of {gpu}",
@@ -655,7 +671,29 @@ def plan(req: PlanRequest) -> Plan:
     rps = 1 / (prefill_s + decode_s)
     dp = max(1, math.ceil(qps / (rps * TARGET_UTILIZATION) - 1e-9))
     nodes = _nodes(tp, pp, dp, gpn)
+    per_node = gpn // (tp * pp) if tp * pp <= gpn else 0
+    if nodes > 1 and per_node and nodes * per_node > dp:
+        notes.append(f"DP rounded up from {dp} to {nodes * per_node} to fill {nodes} whole "
+                     "nodes (spare capacity at no extra node cost)")
+        dp = nodes * per_node
     total = tp * pp * dp
+    # One spec = one engine deployment. vLLM runs every replica as engine-level DP; SGLang's
+    # native DP stays inside a node (across nodes it means DP attention, a different layout);
+    # TRT-LLM's DP is attention DP over the TP ranks. The rest are copies behind a router.
+    if engine == "vllm" or dp == 1:
+        spec_dp = dp
+    elif engine == "sglang" and per_node:
+        spec_dp = min(dp, per_node)
+    else:
+        spec_dp = 1
+    copies = math.ceil(dp / spec_dp)
+    spec_nodes = _nodes(tp, pp, spec_dp, gpn)
+    if copies > 1:
+        router = "sgl-router" if engine == "sglang" else "a router"
+        share = (f", up to {gpn // (tp * pp * spec_dp)} per node, each with its own --gpus "
+                 "and --port" if tp * pp * spec_dp < gpn else "")
+        notes.append(f"{engine}: the emitted spec is one of {copies} identical deployments "
+                     f"({spec_dp} replica(s) each{share}); run them behind {router}")
 
     # Prefill/decode disaggregation.
     disagg = (req.ttft_ms is not None and in_tokens >= DISAGG_MIN_INPUT_TOKENS
@@ -705,11 +743,9 @@ def plan(req: PlanRequest) -> Plan:
             args += ["--quantization", "fp8"]
         if kvdtype == "fp8":
             args += ["--kv-cache-dtype", "fp8_e4m3"]
-        if dp > 1:
-            notes.append("SGLang advises independent servers behind sgl-router for DP in "
-                         "production; native --dp-size runs the replicas in one server. "
-                         "--enable-dp-attention is a different thing (DP attention inside one "
-                         "TP group, GPUs = tp), worth it for MLA/MoE models")
+        if m.mla and tp > 1:
+            notes.append("SGLang: consider --enable-dp-attention --dp-size "
+                         f"{tp} (DP attention inside the TP group, same GPUs) for this MLA model")
     else:
         args += ["--max_seq_len", str(context)]
         if req.tpot_ms is not None:
@@ -718,10 +754,9 @@ def plan(req: PlanRequest) -> Plan:
             notes.append(f"TRT-LLM needs a pre-quantized {wdtype} checkpoint (NVIDIA ModelOpt)")
         if kvdtype == "fp8":
             notes.append("TRT-LLM: set kv_cache_config.dtype: fp8 in --extra_llm_api_options")
-        if dp > 1:
-            notes.append("TRT-LLM has engine-level DP only as attention DP for MoE models "
-                         "(enable_attention_dp in --extra_llm_api_options); for a dense model run "
-                         f"{dp} independent replicas behind a router")
+        if m.moe and tp > 1:
+            notes.append(f"TRT-LLM: attention DP (--dp {tp}, enable_attention_dp) suits this MoE "
+                         "model on the same GPUs")
 
     if m.moe and tp > 1:
         if engine == "vllm":
@@ -790,15 +825,15 @@ def plan(req: PlanRequest) -> Plan:
         notes.append(f"PP={pp} crosses nodes: stages pass activations over the inter-node "
                      "fabric (InfiniBand/EFA); TP stays inside each node on "
                      f"{g['interconnect']}")
-    if dp > 1 and engine in ("vllm", "sglang") and not m.moe:
-        notes.append(f"DP={dp} runs as one engine-level DP deployment ({engine}); "
-                     "independent replicas behind a router scale out the same way and fail "
-                     "independently")
+    if engine == "vllm" and dp > 1 and not m.moe:
+        notes.append(f"DP={dp} runs as one vLLM data-parallel deployment; independent "
+                     "replicas behind a router scale out the same way and fail independently")
 
     kv_gpu = working * kv_per_token * _stage_share(m, pp) / _kv_shard(m, tp) / 1e9
     return Plan(
         request=req, model=m.name, hf_id=m.hf_id, gpu=gpu, engine=engine, weight_dtype=wdtype,
         kv_dtype=kvdtype, moe=m.moe, tp=tp, pp=pp, dp=dp, ep=ep, replicas=dp, nodes=nodes,
+        deployments=copies, spec_dp=spec_dp, spec_nodes=spec_nodes,
         gpus_per_node=gpn, total_gpus=total, weights_gb=c.weights_gb,
         kv_bytes_per_token=kv_per_token, kv_gb_per_seq=context * kv_per_token / 1e9,
         per_gpu_gb=c.weights_gb * _stage_share(m, pp) / tp + kv_gpu, usable_gb_per_gpu=usable,

@@ -78,17 +78,18 @@ def env_file_text(pairs: tuple[tuple[str, str], ...]) -> str:
 def write(launch: Launch) -> None:
     """Write the launch under its run dir: env files 0600 (they may hold secrets)."""
     os.makedirs(launch.run_dir, exist_ok=True)
-    _write(launch.script_path, launch.script, 0o755)
+    write_file(launch.script_path, launch.script, 0o755)
     for node in launch.nodes:
-        _write(node.env_file, env_file_text(node.env), 0o600)
+        write_file(node.env_file, env_file_text(node.env), 0o600)
         if node.files_dir:
             os.makedirs(node.files_dir, exist_ok=True)
             for name, content in node.files:
-                _write(os.path.join(node.files_dir, name), content, 0o644)
+                write_file(os.path.join(node.files_dir, name), content, 0o644)
 
 
-def _write(path: str, content: str, mode: int) -> None:
+def write_file(path: str, content: str, mode: int) -> None:
+    """Create or replace a file with `mode` from the start (no window with wider permissions)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    os.fchmod(fd, mode)  # an existing file keeps its old mode otherwise
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         fh.write(content)
-    os.chmod(path, mode)

@@ -118,13 +118,15 @@ SPEC_KEYS = tuple(f.name for f in dataclasses.fields(ServeSpec))
 SLURM_KEYS = tuple(f.name for f in dataclasses.fields(SlurmOptions))
 
 
-def load_spec(config: str | os.PathLike[str] | None = None, **overrides: Any) -> ServeSpec:
+def load_spec(config: str | os.PathLike[str] | None = None, *,
+              defaults: Mapping[str, Any] | None = None, **overrides: Any) -> ServeSpec:
     """Build a validated spec from an optional YAML file plus keyword overrides.
 
+    Precedence: `defaults` (e.g. what the allocation implies) < YAML file < overrides.
     Overrides that are None are ignored, so CLI flags left unset keep the file's values.
     Slurm options may be given flat (partition=...) or as slurm={...}.
     """
-    data: dict[str, Any] = _read_yaml(config) if config else {}
+    data: dict[str, Any] = {**(defaults or {}), **(_read_yaml(config) if config else {})}
     slurm = dict(data.pop("slurm", None) or {})
     for key, value in overrides.items():
         if value is None or (key == "engine_args" and not value and data.get("engine_args")):

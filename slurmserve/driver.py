@@ -1,0 +1,487 @@
+"""`slurmserve run`: preflight, distribute, launch, wait for ready, serve, tear down.
+
+Runs inside an allocation. Every cluster-side action is one srun step over all nodes at once;
+every step is interruptible; teardown always runs and removes only containers with our label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import engines, images, launch, runner, slurm, state
+from .console import Console
+from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
+from .health import Prober
+from .render import render_template
+from .runtimes import docker
+from .spec import ServeSpec
+from .topology import Allocation, ClusterPlan, NodeInfo
+
+FACT = "SLURMSERVE_FACT"
+_EXITED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: container \S+ exited with code (\d+)")
+SBCAST_MIN_NODES = 4  # below this, N parallel reads of the shared path cost less than a fan-out
+STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
+GENERATE_TIMEOUT_S = 10.0
+POLL_S = 0.25
+
+
+class Stopped(Exception):
+    """The user asked to stop (Ctrl+C, SIGTERM, scancel)."""
+
+
+@dataclass
+class NodeFacts:
+    rank: int
+    values: dict[str, str] = field(default_factory=dict)
+
+
+def parse_facts(text: str) -> dict[int, dict[str, str]]:
+    facts: dict[int, dict[str, str]] = {}
+    for line in text.splitlines():
+        parts = line.split("\t", 3)
+        if len(parts) == 4 and parts[0] == FACT and parts[1].isdigit():
+            facts.setdefault(int(parts[1]), {})[parts[2]] = parts[3]
+    return facts
+
+
+class Driver:
+    def __init__(self, spec: ServeSpec, job: slurm.Job, console: Console | None = None,
+                 follow_logs: bool = True, emit: Callable[[dict[str, Any]], None] | None = None
+                 ) -> None:
+        self.spec = spec
+        self.job = job
+        self.console = console or Console()
+        self.follow_logs = follow_logs
+        self.emit = emit or (lambda event: None)
+        self.run_dir = os.path.join(os.path.abspath(spec.log_dir), job.job_id)
+        self.nodes = job.nodes[: spec.nodes]
+        self.stop = threading.Event()
+        self.stop_reason = ""
+        self.proc: subprocess.Popen[str] | None = None
+        self.failed: tuple[int, str, int] | None = None  # (rank, host, exit code)
+        self.plan: ClusterPlan | None = None
+        self.bundle: launch.Launch | None = None
+        self.status = "starting"
+        self.started = time.monotonic()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def run(self) -> int:
+        if len(self.job.nodes) < self.spec.nodes:
+            raise LaunchError(f"the spec needs {self.spec.nodes} nodes but job {self.job.job_id} "
+                              f"has {len(self.job.nodes)}; allocate more with salloc -N")
+        os.makedirs(self.run_dir, exist_ok=True)
+        previous = {sig: signal.signal(sig, self._on_signal)
+                    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        code = EXIT_FAILURE
+        try:
+            alloc, image = self.preflight()
+            self.distribute(image)
+            self.launch(alloc, image)
+            self.wait_ready()
+            self.serve()
+            code = EXIT_OK if not self.failed else EXIT_FAILURE
+        except Stopped:
+            code = EXIT_OK
+        except LaunchError as exc:
+            self.status = "failed"
+            self.console.error(str(exc))
+            self._show_failed_log()
+            code = EXIT_FAILURE
+        finally:
+            for sig in previous:
+                signal.signal(sig, signal.SIG_IGN)
+            self.teardown()
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        return code
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        if not self.stop.is_set():
+            self.stop_reason = signal.Signals(signum).name
+            self.console.line(f"slurmserve: {self.stop_reason} received, stopping")
+        self.stop.set()
+
+    def _check(self) -> None:
+        if self.stop.is_set():
+            raise Stopped
+        if self.failed:
+            rank, host, code = self.failed
+            raise LaunchError(f"node {host} (rank {rank}): container exited with code {code}")
+        if self.proc is not None and self.proc.poll() is not None:
+            states = slurm.job_states([self.job.job_id])
+            if states.get(self.job.job_id) not in (slurm.JobState.RUNNING, None):
+                self.stop_reason = "job ended (scancel or time limit)"
+                raise Stopped
+            raise LaunchError(f"the serving step ended unexpectedly (srun exit {self.proc.poll()})")
+
+    # -- steps -----------------------------------------------------------------------------
+
+    def _step(self, name: str, script: str, on_line: Callable[[str], None] | None = None,
+              timeout: float = 3600) -> tuple[int, str]:
+        """Run a rendered script as one srun step on every node; interruptible."""
+        path = os.path.join(self.run_dir, f"{name}.sh")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(script)
+        proc = runner.start(slurm.srun_argv(self.job, ["bash", path], nodes=len(self.nodes),
+                                            label=f"slurmserve-{name}"))
+        lines: list[str] = []
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                if on_line:
+                    on_line(line.rstrip("\n"))
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if self.stop.is_set() or time.monotonic() > deadline:
+                _terminate(proc)
+                reader.join(5)
+                if self.stop.is_set():
+                    raise Stopped
+                raise LaunchError(f"{name} did not finish within {timeout:g}s")
+            time.sleep(0.05)
+        reader.join(5)
+        return proc.returncode, "".join(lines)
+
+    def preflight(self) -> tuple[Allocation, str]:
+        spec = self.spec
+        head_ip = slurm.node_address(self.nodes[0])
+        tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
+        image = tarball.image_id if tarball else spec.image
+        self.tarball = tarball
+        provisional = Allocation(self.job.job_id, tuple(NodeInfo(n, head_ip) for n in self.nodes))
+        ports = {p.rank: list(p.ports)
+                 for p in engines.get(spec.engine).plan(spec, provisional).nodes}
+        globs, _ = docker.device_globs(spec)
+        script = render_template(
+            "preflight.sh.j2", job_id=self.job.job_id, head_ip=head_ip,
+            image_id=image if tarball else "", tarball=tarball.path if tarball else "",
+            device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB)
+        self.console.phase("preflight", f"checking {len(self.nodes)} node(s): "
+                           f"{', '.join(self.nodes)}")
+        code, out = self._step("preflight", script, timeout=120)
+        facts = parse_facts(out)
+        problems = []
+        infos = []
+        for rank, name in enumerate(self.nodes):
+            f = facts.get(rank, {})
+            where = f"node {name}"
+            if f.get("done") != "1":
+                problems.append(f"{where}: preflight did not complete (srun exit {code}): "
+                                f"{out.strip().splitlines()[-1:] or ['no output']}")
+                continue
+            if not f.get("docker", "").startswith("ok"):
+                problems.append(f"{where}: docker is not reachable ({f.get('docker')}); start "
+                                "dockerd or set DOCKER_HOST for job steps")
+            if tarball and f.get("tarball") != "readable":
+                problems.append(f"{where}: cannot read the image tarball {tarball.path}; put it on "
+                                "a file system every node mounts")
+            if f.get("busy_ports"):
+                problems.append(f"{where}: port(s) {f['busy_ports']} already in use; stop what "
+                                "holds them or choose another --port")
+            _, required = docker.device_globs(spec)
+            if required and "uverbs" not in f.get("devices", ""):
+                problems.append(f"{where}: --fabric {spec.fabric} needs /dev/infiniband/uverbs* "
+                                "and there is none; check the driver or use --fabric tcp")
+            address = f.get("address", "")
+            try:
+                infos.append(NodeInfo(name, address, f.get("ifname") or "eth0"))
+            except Exception:
+                problems.append(f"{where}: no address on the route to the head {head_ip} "
+                                f"(got '{address}'); check routing between the nodes")
+        if problems:
+            raise LaunchError("preflight failed, nothing was started:\n  " + "\n  ".join(problems))
+        self.facts = facts
+        self._remove_leftovers(facts)
+        summary = ", ".join(f"{i.name}={i.address}/{i.ifname}" for i in infos)
+        self.console.phase("preflight", f"ok: {summary}")
+        return Allocation(self.job.job_id, tuple(infos)), image
+
+    def _remove_leftovers(self, facts: dict[int, dict[str, str]]) -> None:
+        """Containers of ours from jobs that are over (field failure 12); others untouched."""
+        jobs = {pair.rsplit("=", 1)[1] for f in facts.values()
+                for pair in f.get("ours", "").split() if "=" in pair}
+        jobs.discard(self.job.job_id)
+        if not jobs:
+            return
+        states = slurm.job_states(sorted(jobs))
+        finished = sorted(j for j, s in states.items() if s not in slurm.ACTIVE_STATES)
+        if finished:
+            removed = self._cleanup(finished)
+            self.console.phase("preflight", f"removed {removed} leftover container(s) of "
+                               f"finished job(s) {', '.join(finished)}")
+
+    def distribute(self, image: str) -> None:
+        spec = self.spec
+        missing = [r for r, f in self.facts.items() if f.get("image") != "present"]
+        if not missing:
+            self.console.phase("image", f"{image[:19]} already on every node: skipped")
+            return
+        tarball = self.tarball
+        source = tarball.path if tarball else image
+        staged = False
+        use_sbcast = spec.stage == "sbcast" or (
+            spec.stage == "auto" and tarball is not None and len(missing) >= SBCAST_MIN_NODES)
+        if tarball and use_sbcast:
+            source = os.path.join("/tmp", f"slurmserve-{self.job.job_id}-image.tar"
+                                  + (".gz" if tarball.compressed else ""))
+            self.console.phase("image", f"sbcast {tarball.size / 1e9:.2f} GB to node-local {source}")
+            runner.run(["sbcast", f"--jobid={self.job.job_id}", "--force", tarball.path, source],
+                       timeout=3600, check=True)
+            staged = True
+        what = f"{tarball.size / 1e9:.2f} GB tarball" if tarball else "registry pull"
+        self.console.phase("image", f"loading {image[:19]} on {len(missing)} of "
+                           f"{len(self.nodes)} node(s) ({what}); others skip")
+        script = render_template(
+            "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
+            compressed=bool(tarball and tarball.compressed), staged=staged)
+        results: dict[int, str] = {}
+
+        def on_line(line: str) -> None:
+            parts = line.split("\t", 3)
+            if len(parts) == 4 and parts[0] == FACT:
+                results[int(parts[1])] = parts[3]
+                host = self.nodes[int(parts[1])]
+                self.console.phase("image", f"{host}: {parts[3]}"
+                                   + ("s" if parts[3].startswith("loaded") else ""))
+
+        code, _ = self._step("distribute", script, on_line=on_line)
+        errors = [f"node {self.nodes[r]}: {v}" for r, v in results.items() if v.startswith("error")]
+        if code != 0 or errors:
+            raise LaunchError("image distribution failed:\n  " + "\n  ".join(
+                errors or [f"srun exit {code}"]))
+
+    def launch(self, alloc: Allocation, image: str) -> None:
+        spec = self.spec
+        self.plan = plan = engines.get(spec.engine).plan(spec, alloc)
+        self.bundle = bundle = launch.build(spec, plan, self.run_dir, image)
+        launch.write(bundle)
+        self._write_secrets(plan)
+        roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)
+        self.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
+                           f"on {roles}")
+        self._write_state()
+        argv = slurm.srun_argv(self.job, ["bash", bundle.script_path], nodes=len(plan.nodes),
+                               label="slurmserve-serve")
+        self.proc = runner.start(argv)
+        threading.Thread(target=self._read_step, daemon=True).start()
+        if self.follow_logs:
+            for node in bundle.nodes:
+                threading.Thread(target=self._follow, args=(node.log, node.host),
+                                 daemon=True).start()
+
+    def _read_step(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        for line in self.proc.stdout:
+            line = line.rstrip("\n")
+            self.console.line(line)
+            match = _EXITED.match(line)
+            if match and not self.stop.is_set():
+                self.failed = (int(match[1]), match[2], int(match[3]))
+
+    def _follow(self, path: str, host: str) -> None:
+        position = 0
+        while not self.stop.is_set() and self.status != "stopped":
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    fh.seek(position)
+                    for line in fh:
+                        self.console.line(f"[{host}] {line.rstrip()}")
+                    position = fh.tell()
+            except FileNotFoundError:
+                pass
+            time.sleep(0.2)
+
+    def _write_secrets(self, plan: ClusterPlan) -> None:
+        assert self.bundle is not None
+        needed = {name for node in plan.nodes for name in node.secrets}
+        if not needed:
+            return
+        private, public = _ssh_keypair()
+        for node in self.bundle.nodes:
+            secrets = plan.nodes[node.rank].secrets
+            if not secrets or node.files_dir is None:
+                continue
+            directory = os.path.join(node.files_dir, "secrets")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            for name in secrets:
+                content = public if name.endswith(".pub") else private
+                launch.write_file(os.path.join(directory, name), content, 0o600)
+
+    def wait_ready(self) -> None:
+        assert self.plan is not None
+        plan = self.plan
+        prober = Prober(plan.endpoint, plan.readiness)
+        deadline = time.monotonic() + self.spec.health_timeout
+        last = "no answer yet"
+        self.console.phase("ready?", f"polling {plan.endpoint}{plan.readiness.health_path}")
+        while True:
+            self._check()
+            if time.monotonic() > deadline:
+                raise LaunchError(f"not ready after {self.spec.health_timeout:g}s: {last}")
+            check = prober.health(timeout=1.0)
+            if check.ok:
+                models, ids = prober.models()
+                if models.ok:
+                    model = plan.model_name if plan.model_name in ids else ids[0]
+                    generated = prober.generate(model, timeout=GENERATE_TIMEOUT_S)
+                    if generated.ok:
+                        self.model = model
+                        break
+                    last = (f"{plan.readiness.health_path} answers and the model is listed, but "
+                            f"a 1-token completion failed: {generated.detail}")
+                else:
+                    last = f"/health answers but {models.detail}"
+            else:
+                last = f"{plan.readiness.health_path}: {check.detail}"
+            self.console.status(f"waiting for ready: {last}")
+            self.stop.wait(POLL_S)
+        self.status = "ready"
+        path = self._write_state()
+        elapsed = time.monotonic() - self.started
+        endpoint = plan.endpoint
+        body = json.dumps({"model": self.model, "messages": [{"role": "user", "content": "Hello"}],
+                           "max_tokens": 32})
+        print(f"READY {endpoint} model={self.model} nodes={len(plan.nodes)} "
+              f"engine={plan.engine} in {elapsed:.1f}s", flush=True)
+        print(f"  curl {endpoint}/v1/chat/completions -H 'Content-Type: application/json' "
+              f"-d '{body}'", flush=True)
+        print(f"  OPENAI_BASE_URL={endpoint}/v1", flush=True)
+        print(f"  state: {path}", flush=True)
+        self.emit({"event": "ready", **self._state()})
+
+    def serve(self) -> None:
+        self.console.phase("serving", "Ctrl+C or scancel to stop; logs in " + self.run_dir)
+        while True:
+            self._check()
+            self.stop.wait(POLL_S)
+
+    # -- teardown --------------------------------------------------------------------------
+
+    def teardown(self) -> None:
+        t0 = time.monotonic()
+        if self.status not in ("failed",):
+            self.status = "stopping"
+        if self.proc is not None and self.proc.poll() is None:
+            self.console.phase("teardown", "stopping containers on every node")
+            _terminate(self.proc, grace=STEP_STOP_GRACE_S)
+        removed = self._cleanup([self.job.job_id]) if self.plan is not None else 0
+        if self.bundle is not None:
+            _remove_secrets(self.bundle)
+        self.status = "failed" if self.status == "failed" or self.failed else "stopped"
+        if self.plan is not None:
+            self._write_state(removed=removed)
+        reason = f" ({self.stop_reason})" if self.stop_reason else ""
+        self.console.phase("teardown", f"done in {time.monotonic() - t0:.1f}s{reason}: no "
+                           f"container of job {self.job.job_id} left"
+                           + (f" (cleanup removed {removed})" if removed else "")
+                           + f"; logs kept in {self.run_dir}")
+        self.emit({"event": "stopped", **self._state()})
+
+    def _cleanup(self, job_ids: list[str]) -> int:
+        """Remove containers labelled with these jobs on every node: the last word."""
+        script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB)
+        path = os.path.join(self.run_dir, "cleanup.sh")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(script)
+        try:
+            result = runner.run(slurm.srun_argv(self.job, ["bash", path], nodes=len(self.nodes),
+                                                label="slurmserve-cleanup"), timeout=120)
+        except LaunchError as exc:
+            self.console.error(f"cleanup step failed: {exc}")
+            return 0
+        facts = parse_facts(result.out)
+        if len(facts) < len(self.nodes):
+            self.console.error("cleanup could not reach every node (the allocation may be gone); "
+                               "each node's task stops its own container on SIGTERM")
+        return sum(int(f.get("removed", "0")) for f in facts.values())
+
+    def _show_failed_log(self) -> None:
+        if not self.failed or self.bundle is None:
+            return
+        rank = self.failed[0]
+        node = self.bundle.nodes[rank]
+        try:
+            with open(node.log, encoding="utf-8", errors="replace") as fh:
+                tail = deque(fh, maxlen=50)
+        except OSError:
+            return
+        self.console.line(f"--- last {len(tail)} lines of {node.log} ---")
+        for line in tail:
+            self.console.line(line.rstrip())
+
+    def _state(self, removed: int | None = None) -> dict[str, Any]:
+        plan = self.plan
+        bundle = self.bundle
+        data: dict[str, Any] = {
+            "job": self.job.job_id, "status": self.status, "engine": self.spec.engine,
+            "model": getattr(self, "model", plan.model_name if plan else self.spec.model_name),
+            "run_dir": self.run_dir, "driver_pid": os.getpid(), "driver_host": socket.gethostname(),
+        }
+        if plan is not None and bundle is not None:
+            data.update(
+                endpoint=plan.endpoint, head=plan.head_address, port=plan.port, mode=plan.mode,
+                nodes=[{"rank": n.rank, "host": n.host, "address": p.address, "role": p.role,
+                        "container": n.container, "log": n.log}
+                       for n, p in zip(bundle.nodes, plan.nodes, strict=True)])
+        if removed is not None:
+            data["cleanup_removed"] = removed
+        return data
+
+    def _write_state(self, removed: int | None = None) -> str:
+        return state.write(self.run_dir, self._state(removed))
+
+
+def _terminate(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
+    """SIGTERM srun (it forwards the signal to every task), then SIGKILL after `grace`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _remove_secrets(bundle: launch.Launch) -> None:
+    """Env files and per-job keys may hold secrets: gone at teardown (logs stay)."""
+    for node in bundle.nodes:
+        for path in (node.env_file,):
+            if os.path.exists(path):
+                os.remove(path)
+        if node.files_dir:
+            secrets = os.path.join(node.files_dir, "secrets")
+            if os.path.isdir(secrets):
+                for name in os.listdir(secrets):
+                    os.remove(os.path.join(secrets, name))
+                os.rmdir(secrets)
+
+
+def _ssh_keypair() -> tuple[str, str]:
+    """A per-job ed25519 key pair in OpenSSH format, for mpirun between node containers."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public + " slurmserve\n"

@@ -1,0 +1,118 @@
+"""SLURM: read the allocation, build srun/sbatch/scancel argv, parse squeue by header names."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+
+from . import runner
+from .errors import LaunchError, SpecError
+
+
+class JobState(str, Enum):
+    PENDING = "PENDING"
+    CONFIGURING = "CONFIGURING"
+    RUNNING = "RUNNING"
+    COMPLETING = "COMPLETING"
+    COMPLETED = "COMPLETED"
+    CANCELLED = "CANCELLED"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    NODE_FAIL = "NODE_FAIL"
+    PREEMPTED = "PREEMPTED"
+    OUT_OF_MEMORY = "OUT_OF_MEMORY"
+    GONE = "GONE"  # no longer known to squeue (finished and purged)
+    UNKNOWN = "UNKNOWN"
+
+
+ACTIVE_STATES = {JobState.PENDING, JobState.CONFIGURING, JobState.RUNNING, JobState.COMPLETING}
+
+
+@dataclass(frozen=True)
+class Job:
+    """The allocation this process runs in."""
+
+    job_id: str
+    nodes: tuple[str, ...]
+    nodelist: str
+
+
+def current_job(env: Mapping[str, str] | None = None) -> Job:
+    env = os.environ if env is None else env
+    job_id = env.get("SLURM_JOB_ID")
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
+    if not job_id or not nodelist:
+        raise SpecError("allocation", "not inside a SLURM allocation",
+                        "run under `salloc -N N ...`, or use `slurmserve submit`")
+    return Job(job_id=job_id, nodes=hostnames(nodelist), nodelist=nodelist)
+
+
+def hostnames(nodelist: str) -> tuple[str, ...]:
+    result = runner.run(["scontrol", "show", "hostnames", nodelist], check=True)
+    return tuple(result.out.split())
+
+
+def node_address(node: str) -> str:
+    """The node's address as SLURM knows it (NodeAddr), resolved to an IP and validated."""
+    result = runner.run(["scontrol", "--oneliner", "show", "node", node], check=True)
+    fields = dict(item.split("=", 1) for item in result.out.split() if "=" in item)
+    addr = fields.get("NodeAddr") or node
+    try:
+        return str(ipaddress.ip_address(addr))
+    except ValueError:
+        pass
+    try:
+        return socket.gethostbyname(addr)
+    except OSError:
+        raise LaunchError(f"cannot resolve {node}'s address '{addr}'; fix DNS or NodeAddr") from None
+
+
+def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None, overlap: bool = True,
+              kill_on_bad_exit: bool = False, label: str | None = None) -> list[str]:
+    """One task per node. `overlap` lets side steps share nodes with the serving step."""
+    count = nodes or len(job.nodes)
+    argv = ["srun", f"--jobid={job.job_id}", f"--nodes={count}", f"--ntasks={count}",
+            "--ntasks-per-node=1", f"--nodelist={','.join(job.nodes[:count])}", "--unbuffered"]
+    if overlap:
+        argv.append("--overlap")
+    if kill_on_bad_exit:
+        argv.append("--kill-on-bad-exit=1")
+    if label:
+        argv.append(f"--job-name={label}")
+    return argv + list(script)
+
+
+def sbatch_argv(script_path: str) -> list[str]:
+    return ["sbatch", "--parsable", script_path]
+
+
+def scancel_argv(job_id: str, signal: str | None = None) -> list[str]:
+    argv = ["scancel"]
+    if signal:
+        argv += [f"--signal={signal}", "--full"]
+    return argv + [job_id]
+
+
+def job_states(job_ids: Sequence[str]) -> dict[str, JobState]:
+    """State of each job; jobs squeue no longer lists are GONE."""
+    if not job_ids:
+        return {}
+    result = runner.run(["squeue", "--jobs", ",".join(job_ids), "--states=all",
+                         "--format=%i|%T"], timeout=30)
+    states = {job_id: JobState.GONE for job_id in job_ids}
+    lines = result.out.strip().splitlines() if result.ok else []
+    if lines:
+        header = [h.strip() for h in lines[0].split("|")]
+        for line in lines[1:]:
+            row = dict(zip(header, (v.strip() for v in line.split("|")), strict=False))
+            job_id = row.get("JOBID", "")
+            if job_id in states:
+                try:
+                    states[job_id] = JobState(row.get("STATE", "UNKNOWN"))
+                except ValueError:
+                    states[job_id] = JobState.UNKNOWN
+    return states
