@@ -29,11 +29,12 @@ from .spec import ServeSpec
 from .topology import Allocation, ClusterPlan, NodeInfo
 
 FACT = "SLURMSERVE_FACT"
-_EXITED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: container \S+ exited with code (\d+)")
+_FAILED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: FAILED: (.*)$")
 SBCAST_MIN_NODES = 4  # below this, N parallel reads of the shared path cost less than a fan-out
 STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
 GENERATE_TIMEOUT_S = 10.0
 POLL_S = 0.25
+SERVE_STEP = "slurmserve-serve"
 
 
 class Stopped(Exception):
@@ -69,7 +70,7 @@ class Driver:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.proc: subprocess.Popen[str] | None = None
-        self.failed: tuple[int, str, int] | None = None  # (rank, host, exit code)
+        self.failed: tuple[int, str, str] | None = None  # (rank, host, reason)
         self.plan: ClusterPlan | None = None
         self.bundle: launch.Launch | None = None
         self.status = "starting"
@@ -117,8 +118,8 @@ class Driver:
         if self.stop.is_set():
             raise Stopped
         if self.failed:
-            rank, host, code = self.failed
-            raise LaunchError(f"node {host} (rank {rank}): container exited with code {code}")
+            rank, host, reason = self.failed
+            raise LaunchError(f"node {host} (rank {rank}): {reason}")
         if self.proc is not None and self.proc.poll() is not None:
             states = slurm.job_states([self.job.job_id])
             if states.get(self.job.job_id) not in (slurm.JobState.RUNNING, None):
@@ -278,7 +279,7 @@ class Driver:
                            f"on {roles}")
         self._write_state()
         argv = slurm.srun_argv(self.job, ["bash", bundle.script_path], nodes=len(plan.nodes),
-                               label="slurmserve-serve")
+                               label=SERVE_STEP)
         self.proc = runner.start(argv)
         threading.Thread(target=self._read_step, daemon=True).start()
         if self.follow_logs:
@@ -291,9 +292,9 @@ class Driver:
         for line in self.proc.stdout:
             line = line.rstrip("\n")
             self.console.line(line)
-            match = _EXITED.match(line)
-            if match and not self.stop.is_set():
-                self.failed = (int(match[1]), match[2], int(match[3]))
+            match = _FAILED.match(line)
+            if match and not self.stop.is_set() and self.failed is None:
+                self.failed = (int(match[1]), match[2], match[3])
 
     def _follow(self, path: str, host: str) -> None:
         position = 0
@@ -380,7 +381,7 @@ class Driver:
             self.status = "stopping"
         if self.proc is not None and self.proc.poll() is None:
             self.console.phase("teardown", "stopping containers on every node")
-            _terminate(self.proc, grace=STEP_STOP_GRACE_S)
+            self._stop_serving_step()
         removed = self._cleanup([self.job.job_id]) if self.plan is not None else 0
         if self.bundle is not None:
             _remove_secrets(self.bundle)
@@ -393,6 +394,18 @@ class Driver:
                            + (f" (cleanup removed {removed})" if removed else "")
                            + f"; logs kept in {self.run_dir}")
         self.emit({"event": "stopped", **self._state()})
+
+    def _stop_serving_step(self) -> None:
+        """SIGTERM to the step's tasks (each stops its container gracefully), then force."""
+        assert self.proc is not None
+        step = slurm.find_step(self.job.job_id, SERVE_STEP)
+        if step and slurm.signal_step(step, "TERM"):
+            try:
+                self.proc.wait(STEP_STOP_GRACE_S)
+                return
+            except subprocess.TimeoutExpired:
+                self.console.phase("teardown", f"step {step} still running; forcing it")
+        _terminate(self.proc)
 
     def _cleanup(self, job_ids: list[str]) -> int:
         """Remove containers labelled with these jobs on every node: the last word."""

@@ -97,6 +97,30 @@ def scancel_argv(job_id: str, signal: str | None = None) -> list[str]:
     return argv + [job_id]
 
 
+def find_step(job_id: str, name: str) -> str | None:
+    """The ID (JOB.STEP) of this job's step with that name, if it is running."""
+    result = runner.run(["squeue", "--steps", f"--jobs={job_id}", "--format=%i|%j"], timeout=30)
+    for row in _rows(result.out if result.ok else ""):
+        if row.get("NAME") == name:
+            return row.get("STEPID")
+    return None
+
+
+def signal_step(step_id: str, signal: str = "TERM") -> bool:
+    """Send a signal to a step's tasks only (the allocation and other steps stay)."""
+    return runner.run(["scancel", f"--signal={signal}", step_id], timeout=30).ok
+
+
+def _rows(text: str) -> list[dict[str, str]]:
+    """Rows of `|`-separated output keyed by its header line (never by position)."""
+    lines = text.strip().splitlines()
+    if not lines:
+        return []
+    header = [h.strip() for h in lines[0].split("|")]
+    return [dict(zip(header, (v.strip() for v in line.split("|")), strict=False))
+            for line in lines[1:]]
+
+
 def job_states(job_ids: Sequence[str]) -> dict[str, JobState]:
     """State of each job; jobs squeue no longer lists are GONE."""
     if not job_ids:
@@ -104,15 +128,11 @@ def job_states(job_ids: Sequence[str]) -> dict[str, JobState]:
     result = runner.run(["squeue", "--jobs", ",".join(job_ids), "--states=all",
                          "--format=%i|%T"], timeout=30)
     states = {job_id: JobState.GONE for job_id in job_ids}
-    lines = result.out.strip().splitlines() if result.ok else []
-    if lines:
-        header = [h.strip() for h in lines[0].split("|")]
-        for line in lines[1:]:
-            row = dict(zip(header, (v.strip() for v in line.split("|")), strict=False))
-            job_id = row.get("JOBID", "")
-            if job_id in states:
-                try:
-                    states[job_id] = JobState(row.get("STATE", "UNKNOWN"))
-                except ValueError:
-                    states[job_id] = JobState.UNKNOWN
+    for row in _rows(result.out if result.ok else ""):
+        job_id = row.get("JOBID", "")
+        if job_id in states:
+            try:
+                states[job_id] = JobState(row.get("STATE", "UNKNOWN"))
+            except ValueError:
+                states[job_id] = JobState.UNKNOWN
     return states

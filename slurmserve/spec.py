@@ -324,6 +324,7 @@ def _list(name: str, value: Any) -> list[Any]:
 def _image(value: Any) -> str:
     image = _text("image", value)
     if image.endswith(TARBALL_SUFFIXES):
+        image = os.path.expanduser(image)
         from .images import check_tarball
 
         check_tarball(image)
@@ -380,7 +381,7 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
 
 
 def _env_file(name: str, value: Any) -> str:
-    path = _text("--env-file", value)
+    path = os.path.expanduser(_text("--env-file", value))
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()

@@ -42,7 +42,8 @@ def labels(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
 def device_globs(spec: ServeSpec) -> tuple[tuple[str, ...], bool]:
     """Device paths the node script passes through when present, and whether one is required.
 
-    Detection happens on the node at launch (node.sh), not here.
+    Detection happens on the node at launch (node.sh), not here. When it finds RDMA devices it
+    also lifts the memlock limit, which RDMA memory registration needs (field failure 4).
     """
     globs, required, _ = _FABRICS[spec.fabric]
     return globs, required
@@ -85,7 +86,7 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
         "--init",  # a real PID 1: signals reach the engine, zombies are reaped
         "--network", "host",
         "--ipc", "host",  # the engine's shared memory is the host's, not a 64 MB /dev/shm
-        "--ulimit", "memlock=-1", "--ulimit", "stack=67108864",
+        "--ulimit", "stack=67108864",
         "--env-file", env_file,
     ]
     if spec.gpus == "all":

@@ -12,7 +12,7 @@ case "$rank" in
     name=slurmserve-4242-0
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
-    run_opts=(docker run --detach --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit memlock=-1 --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
+    run_opts=(docker run --detach --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
     run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-dp-attention --nnodes 2 --node-rank 0 --dist-init-addr 192.0.2.1:24200)
     ;;
   1)
@@ -20,7 +20,7 @@ case "$rank" in
     name=slurmserve-4242-1
     log=/shared/logs/4242/node-1-gpu-2.log
     wait_for=()
-    run_opts=(docker run --detach --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit memlock=-1 --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
+    run_opts=(docker run --detach --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
     run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-dp-attention --nnodes 2 --node-rank 1 --dist-init-addr 192.0.2.1:24200)
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
@@ -30,7 +30,7 @@ say() { echo "slurmserve[$rank@$expected_host]: $*" >&2; }
 
 here="${SLURMD_NODENAME:-$(hostname -s)}"
 if [[ "$here" != "$expected_host" ]]; then
-  say "planned for $expected_host but running on $here; the allocation changed, re-run slurmserve"
+  say "FAILED: planned for $expected_host but running on $here; the allocation changed, re-run slurmserve"
   exit 3
 fi
 
@@ -42,13 +42,15 @@ for pattern in '/dev/infiniband/uverbs*' /dev/infiniband/rdma_cm /dev/gdrdrv; do
     [[ "$dev" == */uverbs* ]] && missing_required=0
   done < <(compgen -G "$pattern" || true)
 done
+# RDMA registers pinned memory: lift memlock only where RDMA devices are passed through.
+(( missing_required )) || devices+=(--ulimit memlock=-1)
 
 deadline=$((SECONDS + 1800))
 for target in "${wait_for[@]}"; do
   # Readiness order: poll the port this node depends on; no fixed sleeps.
   until (exec 3<>"/dev/tcp/${target%:*}/${target##*:}") 2>/dev/null; do
     if (( SECONDS >= deadline )); then
-      say "gave up waiting for $target after 1800s"
+      say "FAILED: gave up waiting for $target after 1800s"
       exit 5
     fi
     sleep 0.2
@@ -66,7 +68,11 @@ stop_container() {
 }
 trap 'stop_container' TERM INT HUP
 
-"${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >/dev/null
+if ! out=$("${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" 2>&1); then
+  say "FAILED: docker run: $(grep -m1 -i error <<<"$out" || tail -n1 <<<"$out")"
+  docker rm --force "$name" >/dev/null 2>&1 || true
+  exit 125
+fi
 say "container $name started"
 docker logs --follow "$name" >>"$log" 2>&1 &
 logs_pid=$!
@@ -84,5 +90,5 @@ if (( stopping )); then
   say "container $name stopped on request"
   exit 0
 fi
-say "container $name exited with code $code"
+say "FAILED: container $name exited with code $code"
 exit "$code"

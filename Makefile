@@ -1,0 +1,38 @@
+# slurmserve: `make demo` serves a real model on the sandbox cluster; `make test` runs everything.
+PYTHON ?= python3
+PIP ?= $(PYTHON) -m pip
+SANDBOX := tests/cluster/sandbox
+NODES ?= 3
+
+.PHONY: install demo test unit lint sandbox-up sandbox-down images bench clean
+
+install:
+	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
+
+lint: install
+	$(PYTHON) -m ruff check slurmserve tests containers benchmarks examples
+
+unit: install
+	$(PYTHON) -m pytest -m "not cluster" -q
+
+sandbox-up:
+	$(SANDBOX) up --nodes $(NODES)
+
+sandbox-down:
+	$(SANDBOX) down
+
+images:
+	containers/testing/build standin
+	containers/testing/build vllm-cpu
+
+demo: install sandbox-up
+	$(PYTHON) examples/sandbox_demo.py
+
+test: install lint sandbox-up
+	$(PYTHON) -m pytest -q --durations=15
+
+bench: install sandbox-up
+	$(PYTHON) benchmarks/run.py
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache slurmserve-logs
