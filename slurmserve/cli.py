@@ -134,6 +134,94 @@ def run(quiet_logs: bool, quiet: bool, as_json: bool, **params: Any) -> None:
     sys.exit(api.run(spec, follow_logs=not (quiet_logs or quiet), quiet=quiet, emit=emit))
 
 
+@cli.command()
+@serve_options
+@click.option("--python", "python", help="Python with slurmserve on the nodes (default: this one).")
+@click.option("--no-wait", is_flag=True, help="Return once sbatch accepted the job.")
+@click.option("--json", "as_json", is_flag=True, help="Print the job (and endpoint) as JSON.")
+@_errors
+def submit(python: str | None, no_wait: bool, as_json: bool, **params: Any) -> None:
+    """Render the job script, sbatch it, and wait until it serves (unless --no-wait)."""
+    from . import jobs
+
+    spec = _spec(params)
+    job_id, run_dir = jobs.submit(spec, python=python)
+    info: dict[str, Any] = {"job": job_id, "run_dir": run_dir}
+    if not as_json:
+        click.echo(f"submitted job {job_id}; logs in {run_dir}", err=True)
+    if not no_wait:
+        data = jobs.wait_ready(job_id, timeout=spec.health_timeout + 3600,
+                               on_progress=None if as_json else lambda t: click.echo(t, err=True))
+        info.update(endpoint=data["endpoint"], model=data["model"], status=data["status"])
+        if not as_json:
+            click.echo(f"READY {data['endpoint']} model={data['model']} job={job_id}")
+            click.echo(f"  OPENAI_BASE_URL={data['endpoint']}/v1")
+    if as_json:
+        click.echo(json.dumps(info))
+
+
+@cli.command()
+@click.argument("job_ids", nargs=-1)
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@click.option("--no-health", is_flag=True, help="Skip the live health check.")
+@_errors
+def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool) -> None:
+    """Our jobs: SLURM state, serving status, endpoint and a live health check."""
+    from . import jobs
+
+    rows = jobs.status(list(job_ids) or None, check_health=not no_health)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo("no slurmserve jobs known here")
+        return
+    header = ("JOB", "SLURM", "STATUS", "HEALTH", "ENDPOINT", "MODEL", "NODES")
+    table = [header] + [(
+        r.job, r.slurm_state, r.status,
+        {True: "ok", False: "down", None: "-"}[r.healthy], r.endpoint or "-", r.model or "-",
+        ",".join(r.nodes) or "-") for r in rows]
+    widths = [max(len(str(row[i])) for row in table) for i in range(len(header))]
+    for row in table:
+        click.echo("  ".join(str(v).ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--node", help="Only this node (rank or host name).")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@_errors
+def logs(job_id: str, node: str | None, follow: bool) -> None:
+    """Print a job's container logs (all nodes, prefixed by host, or one node)."""
+    from . import jobs
+
+    try:
+        for line in jobs.follow(jobs.log_paths(job_id, node), job_id, follow):
+            click.echo(line)
+    except KeyboardInterrupt:
+        pass
+
+
+@cli.command()
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=90.0, show_default=True,
+              help="Seconds to wait for a verified teardown.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON.")
+@_errors
+def stop(job_id: str, timeout: float, as_json: bool) -> None:
+    """Stop a job gracefully and verify that no container of it is left."""
+    from . import jobs
+
+    data = jobs.stop(job_id, timeout=timeout)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return
+    left = data.get("cleanup_removed")
+    click.echo(f"job {job_id}: {data.get('status')}"
+               + (f"; final cleanup removed {left} container(s)" if left else "")
+               + f"; logs in {data.get('run_dir')}")
+
+
 @cli.command("plan")
 @click.option("--model", "-m", help="Preset name or Hugging Face id (see --list).")
 @click.option("--params-b", type=float, help="Model size in billions, when no preset fits.")

@@ -26,6 +26,7 @@ from .health import Prober
 from .render import render_template
 from .runtimes import docker
 from .spec import ServeSpec
+from .state import STOP_MARKER
 from .topology import Allocation, ClusterPlan, NodeInfo
 
 FACT = "SLURMSERVE_FACT"
@@ -83,6 +84,9 @@ class Driver:
             raise LaunchError(f"the spec needs {self.spec.nodes} nodes but job {self.job.job_id} "
                               f"has {len(self.job.nodes)}; allocate more with salloc -N")
         os.makedirs(self.run_dir, exist_ok=True)
+        marker = os.path.join(self.run_dir, STOP_MARKER)
+        if os.path.exists(marker):
+            os.remove(marker)  # from an earlier attempt of this job (requeue)
         previous = {sig: signal.signal(sig, self._on_signal)
                     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         code = EXIT_FAILURE
@@ -115,6 +119,9 @@ class Driver:
         self.stop.set()
 
     def _check(self) -> None:
+        if not self.stop.is_set() and os.path.exists(os.path.join(self.run_dir, STOP_MARKER)):
+            self.stop_reason = "slurmserve stop"
+            self.stop.set()
         if self.stop.is_set():
             raise Stopped
         if self.failed:

@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+STOP_MARKER = "stop-requested"  # `slurmserve stop` creates it in the run dir; the driver polls it
+
 
 def index_dir() -> Path:
     base = os.environ.get("XDG_STATE_HOME") or os.path.join(Path.home(), ".local", "state")

@@ -79,11 +79,15 @@ class PortBlock:
         b = self.base
         return {
             "node-manager-port": b + 3, "object-manager-port": b + 4,
-            "ray-client-server-port": b + 5, "dashboard-agent-listen-port": b + 6,
+            "dashboard-agent-listen-port": b + 6,
             "dashboard-agent-grpc-port": b + 7, "metrics-export-port": b + 8,
             "runtime-env-agent-port": b + 9, "min-worker-port": b + 50,
             "max-worker-port": b + 99,
         }
+
+    @property
+    def ray_client(self) -> int:  # only when ray[client] is installed (head script checks)
+        return self.base + 5
 
     @property
     def engine_internal(self) -> int:  # engine-internal extra port, e.g. VLLM_PORT

@@ -136,6 +136,7 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
                     serve += _missing(native, "dp_backend", ["--data-parallel-backend", "ray"])
                 script = render_template(
                     "ray_head.sh.j2", ray_start=ray_start, serve=serve, nodes=len(nodes),
+                    client_port=ports.ray_client,
                     gpus=par.nodes * spec.gpus_per_node,
                     addresses=[n.address for n in nodes],
                     timeout=int(spec.health_timeout))
