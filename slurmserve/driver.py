@@ -6,6 +6,7 @@ every step is interruptible; teardown always runs and removes only containers wi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -174,8 +175,11 @@ class Driver:
         image = tarball.image_id if tarball else spec.image
         self.tarball = tarball
         provisional = Allocation(self.job.job_id, tuple(NodeInfo(n, head_ip) for n in self.nodes))
-        ports = {p.rank: list(p.ports)
-                 for p in engines.get(spec.engine).plan(spec, provisional).nodes}
+        draft = engines.get(spec.engine).plan(spec, provisional)
+        ports = {p.rank: list(p.ports) for p in draft.nodes}
+        fallback = provisional.ports.http_fallback
+        if not _port_is_explicit(spec):
+            ports[0].append(fallback)
         globs, _ = docker.device_globs(spec)
         script = render_template(
             "preflight.sh.j2", job_id=self.job.job_id, head_ip=head_ip,
@@ -200,9 +204,18 @@ class Driver:
             if tarball and f.get("tarball") != "readable":
                 problems.append(f"{where}: cannot read the image tarball {tarball.path}; put it on "
                                 "a file system every node mounts")
-            if f.get("busy_ports"):
-                problems.append(f"{where}: port(s) {f['busy_ports']} already in use; stop what "
-                                "holds them or choose another --port")
+            busy = {int(p) for p in f.get("busy_ports", "").split()}
+            if rank == 0 and draft.port in busy and not _port_is_explicit(spec) \
+                    and fallback not in busy:
+                # Another job serves on the engine's default port here: use this job's own.
+                self.console.phase("preflight", f"port {draft.port} is taken on {name}; "
+                                   f"serving on this job's port {fallback}")
+                self.spec = spec = dataclasses.replace(spec, port=fallback)
+                busy -= {draft.port}
+            busy.discard(fallback)
+            if busy:
+                problems.append(f"{where}: port(s) {' '.join(map(str, sorted(busy)))} already in "
+                                "use; stop what holds them or choose another --port")
             _, required = docker.device_globs(spec)
             if required and "uverbs" not in f.get("devices", ""):
                 problems.append(f"{where}: --fabric {spec.fabric} needs /dev/infiniband/uverbs* "
@@ -466,6 +479,12 @@ class Driver:
 
     def _write_state(self, removed: int | None = None) -> str:
         return state.write(self.run_dir, self._state(removed))
+
+
+def _port_is_explicit(spec: ServeSpec) -> bool:
+    """The user chose the HTTP port (as a flag, or the engine's own --port after `--`)."""
+    return spec.port is not None or any(
+        a == "--port" or a.startswith("--port=") for a in spec.engine_args)
 
 
 def _terminate(proc: subprocess.Popen[str], grace: float = 5.0) -> None:

@@ -86,6 +86,10 @@ class PortBlock:
         }
 
     @property
+    def http_fallback(self) -> int:  # HTTP port when the engine's default is taken on the head
+        return self.base + 11
+
+    @property
     def ray_client(self) -> int:  # only when ray[client] is installed (head script checks)
         return self.base + 5
 

@@ -161,7 +161,9 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="mpi-worker", command=("bash", "/slurmserve/mpi-worker.sh"),
-            files=(("mpi-worker.sh", worker),), secrets=secrets, ports=(ssh_port,)))
+            # Ranks on this node run the same command line, config path included.
+            files=(("mpi-worker.sh", worker), ("trtllm-config.yaml", config)), secrets=secrets,
+            ports=(ssh_port,)))
     return ClusterPlan(
         engine=NAME, mode="mpi", job_id=alloc.job_id, model_name=spec.model,
         head_address=head.address, port=http_port,

@@ -1,0 +1,115 @@
+"""Run `slurmserve run` for real under `salloc` on the sandbox, as a user would, and watch it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import requests
+
+READY = re.compile(r"^READY (http://\S+) model=(\S+)")
+
+
+class Deployment:
+    """`salloc -N N slurmserve run ...` in the background; READY parsed from its stdout."""
+
+    def __init__(self, tmp: Path, nodes: int, *run_args: str, nodelist: str | None = None,
+                 salloc_args: tuple[str, ...] = ()) -> None:
+        self.tmp = tmp
+        tmp.mkdir(parents=True, exist_ok=True)
+        self.log_dir = tmp / "logs"
+        self.out_path = tmp / "run.out"
+        self.err_path = tmp / "run.err"
+        argv = ["salloc", f"--nodes={nodes}", "--oversubscribe", "--job-name=sstest-run",
+                *salloc_args]
+        if nodelist:
+            argv.append(f"--nodelist={nodelist}")
+        cut = run_args.index("--") if "--" in run_args else len(run_args)
+        argv += ["slurmserve", "run", *run_args[:cut], "--log-dir", str(self.log_dir),
+                 "--quiet-logs", *run_args[cut:]]
+        self.argv = argv
+        self.proc = subprocess.Popen(argv, stdout=self.out_path.open("w"),
+                                     stderr=self.err_path.open("w"), stdin=subprocess.DEVNULL,
+                                     start_new_session=True)
+        self.endpoint: str | None = None
+        self.model: str | None = None
+
+    @property
+    def out(self) -> str:
+        return self.out_path.read_text()
+
+    @property
+    def err(self) -> str:
+        return self.err_path.read_text()
+
+    def wait_ready(self, timeout: float = 120) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for line in self.out.splitlines():
+                match = READY.match(line)
+                if match:
+                    self.endpoint, self.model = match[1], match[2]
+                    return self.endpoint
+            if self.proc.poll() is not None:
+                raise AssertionError(f"slurmserve run exited {self.proc.returncode} before READY"
+                                     f"\n--- stdout\n{self.out}\n--- stderr\n{self.err[-6000:]}")
+            time.sleep(0.2)
+        raise AssertionError(f"no READY within {timeout}s\n--- stderr\n{self.err[-6000:]}")
+
+    def state(self) -> dict:
+        paths = list(self.log_dir.glob("*/state.json"))
+        assert paths, f"no state.json under {self.log_dir}"
+        return json.loads(paths[0].read_text())
+
+    @property
+    def job_id(self) -> str:
+        return self.state()["job"]
+
+    def driver_pid(self) -> int:
+        return int(self.state()["driver_pid"])
+
+    def signal_driver(self, sig: int = signal.SIGINT) -> None:
+        os.kill(self.driver_pid(), sig)
+
+    def wait(self, timeout: float = 60) -> int:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            raise AssertionError(f"slurmserve run did not exit within {timeout}s\n{self.err}")
+
+    def info(self) -> dict:
+        """The stand-in's own report of the group it formed."""
+        return requests.get(f"{self.endpoint}/standin/info", timeout=5).json()
+
+    def chat(self, text: str = "Hello there", max_tokens: int = 8, **extra) -> str:
+        body = {"model": self.model, "messages": [{"role": "user", "content": text}],
+                "max_tokens": max_tokens, **extra}
+        response = requests.post(f"{self.endpoint}/v1/chat/completions", json=body, timeout=60)
+        response.raise_for_status()
+        return response.json()["choices"][0]["message"]["content"]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.signal_driver(signal.SIGINT)
+                self.proc.wait(60)
+            except Exception:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+
+
+def our_containers(sandbox, job_id: str | None = None) -> dict[str, list[str]]:
+    """Containers carrying the slurmserve.job label (of one job, or any) on every node."""
+    label = "slurmserve.job" + (f"={job_id}" if job_id else "")
+    found = {}
+    for node in sandbox.nodes:
+        names = sandbox.docker(node, "ps", "-a", "--filter", f"label={label}",
+                               "--format", "{{.Names}}").stdout.split()
+        if names:
+            found[node] = names
+    return found

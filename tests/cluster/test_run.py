@@ -1,0 +1,168 @@
+"""`slurmserve run` on the real sandbox cluster: every engine through its stand-in, teardown,
+distribution, and two jobs sharing nodes. The stand-ins are test engines, not the engines."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+from deploy import Deployment, our_containers
+from sandboxlib import TEST_LABEL, tarball_image
+
+STANDIN = ("--gpus", "none", "--gpus-per-node", "1", "--health-timeout", "120")
+
+
+@pytest.fixture
+def deploy(sandbox, standin_tarball, tmp_path):
+    started: list[Deployment] = []
+
+    def make(nodes: int, *args: str, **kw) -> Deployment:
+        cut = args.index("--") if "--" in args else len(args)  # engine args stay last
+        d = Deployment(tmp_path / f"d{len(started)}", nodes, *args[:cut], "--image",
+                       str(standin_tarball), *STANDIN, *args[cut:], **kw)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.close()
+    for d in started:
+        if d.log_dir.exists() and list(d.log_dir.glob("*/state.json")):
+            assert not our_containers(sandbox, d.job_id), "containers left after the test"
+
+
+def _assert_spans(d: Deployment, sandbox, nodes: int) -> None:
+    state = d.state()
+    hosts = [n["host"] for n in state["nodes"]]
+    assert len(hosts) == nodes
+    head_ip = sandbox.addr(hosts[0])
+    assert d.endpoint.startswith(f"http://{head_ip}:"), (d.endpoint, hosts)
+    info = d.info()
+    assert info["standin"] is True
+    member_ips = {m["ip"] for m in info["group"]["members"]}
+    assert member_ips == {sandbox.addr(h) for h in hosts}, info["group"]
+    assert d.chat()
+
+
+@pytest.mark.parametrize("engine,nodes,args", [
+    ("vllm", 1, ["--tp", "1"]),
+    ("vllm", 2, ["--tp", "1", "--pp", "2"]),  # Ray head + worker
+    ("vllm", 3, ["--", "--tensor-parallel-size", "3", "--distributed-executor-backend", "mp"]),
+    ("vllm", 2, ["--tp", "1", "--dp", "2"]),  # DP-RPC
+    ("sglang", 1, []),
+    ("sglang", 3, ["--tp", "3"]),
+    ("trtllm", 1, []),
+    ("trtllm", 2, ["--tp", "2"]),  # MPI world over ssh between node containers
+])
+def test_engine_through_standin(deploy, sandbox, engine, nodes, args):
+    if nodes > len(sandbox.nodes):
+        pytest.skip(f"needs {nodes} nodes")
+    d = deploy(nodes, engine, "org/tiny-model", "--nodes", str(nodes), *args)
+    d.wait_ready()
+    _assert_spans(d, sandbox, nodes)
+    d.signal_driver(signal.SIGINT)
+    assert d.wait() == 0, d.err
+    assert "no container of job" in d.err
+
+
+def test_sigint_teardown_keeps_logs_and_foreign_containers(deploy, sandbox, containers,
+                                                            standin_tarball):
+    _, tag = tarball_image(standin_tarball)
+    d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", nodelist="n1,n2")
+    d.wait_ready()
+    foreign = containers.run("n1", "foreign", tag, "sleep", "600",
+                             docker_args=["--entrypoint", ""])
+    d.signal_driver(signal.SIGINT)
+    assert d.wait() == 0
+    assert not our_containers(sandbox, d.job_id)
+    assert containers.running("n1", foreign)
+    logs = list(d.log_dir.glob(f"{d.job_id}/node-*.log"))
+    assert len(logs) == 2 and all(p.stat().st_size > 0 for p in logs)
+    assert d.state()["status"] == "stopped"
+
+
+def test_scancel_tears_down(deploy, sandbox):
+    d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--tp", "1", "--pp", "2")
+    d.wait_ready()
+    sandbox.host("scancel", d.job_id)
+    d.wait(60)
+    deadline = time.monotonic() + 30
+    while our_containers(sandbox, d.job_id) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_killed_worker_container_fails_the_job_with_its_log(deploy, sandbox):
+    d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2")
+    d.wait_ready()
+    worker = d.state()["nodes"][1]
+    sandbox.docker(worker["host"], "kill", worker["container"])
+    code = d.wait(60)
+    assert code != 0
+    assert f"node {worker['host']} (rank 1)" in d.err
+    assert f"last" in d.err and worker["log"] in d.err
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_startup_failure_is_reported_fast(deploy, sandbox):
+    t0 = time.monotonic()
+    d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2",
+               "--env", "SLURMSERVE_STANDIN_FAULT=exit-after=1")
+    code = d.wait(60)
+    assert code != 0 and "exited with code" in d.err
+    assert time.monotonic() - t0 < 45  # far below the 120 s health timeout
+
+
+def test_second_run_skips_loading_and_a_changed_image_is_reloaded(deploy, sandbox, tmp_path,
+                                                                  standin_tarball):
+    first = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", nodelist="n1,n2")
+    first.wait_ready()
+    first.close()
+    second = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", nodelist="n1,n2")
+    second.wait_ready()
+    assert "already on every node: skipped" in second.err
+    second.close()
+
+    # Same tag, different image ID: built on n3, saved, and the tag restored there.
+    image_id, tag = tarball_image(standin_tarball)
+    sandbox.docker("n3", "load", "-i", str(standin_tarball), timeout=600)
+    sandbox.docker("n3", "rm", "-f", "sstest-variant", check=False)
+    sandbox.docker("n3", "create", "--name", "sstest-variant", "--label", TEST_LABEL,
+                   "--entrypoint", "true", tag)
+    sandbox.docker("n3", "commit", "--change", "LABEL variant=1", "sstest-variant", tag)
+    variant = tmp_path / "variant.tar"
+    sandbox.docker("n3", "save", "-o", str(variant), tag, timeout=600)
+    variant_id, _ = tarball_image(variant)
+    sandbox.docker("n3", "rm", "-f", "sstest-variant")
+    sandbox.docker("n3", "tag", image_id, tag)
+    assert variant_id != image_id
+    try:
+        third = Deployment(tmp_path / "third", 2, "sglang", "org/tiny-model", "--nodes", "2",
+                           "--tp", "2", "--image", str(variant), *STANDIN, nodelist="n1,n2")
+        try:
+            third.wait_ready()
+            assert "loading" in third.err and "skipped" not in third.err
+            running = sandbox.docker("n1", "inspect", "-f", "{{.Image}}",
+                                     third.state()["nodes"][0]["container"]).stdout.strip()
+            assert running == variant_id
+        finally:
+            third.close()
+    finally:
+        for node in ("n1", "n2", "n3"):
+            sandbox.docker(node, "tag", image_id, tag, check=False)
+            sandbox.docker(node, "rmi", variant_id, check=False)
+
+
+def test_two_jobs_on_the_same_nodes_do_not_collide(deploy, sandbox):
+    a = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", nodelist="n1,n2")
+    a.wait_ready()
+    b = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", nodelist="n1,n2")
+    b.wait_ready()
+    assert a.endpoint != b.endpoint
+    assert a.job_id != b.job_id
+    names_a = {n["container"] for n in a.state()["nodes"]}
+    names_b = {n["container"] for n in b.state()["nodes"]}
+    assert not names_a & names_b
+    for d in (a, b):
+        _assert_spans(d, sandbox, 2)
