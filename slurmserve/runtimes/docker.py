@@ -79,7 +79,10 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
 
     The node script puts the devices it finds at launch between the two.
     """
-    argv = ["docker", "run", "--detach", "--name", container_name(plan.job_id, node.rank)]
+    # Attached (not --detach): the client streams the log from the first byte and returns the
+    # exit code. --rm: the daemon removes the container once it stops, even if SLURM SIGKILLs
+    # the node task (after KillWait) while `docker stop` still waits for the engine to exit.
+    argv = ["docker", "run", "--rm", "--name", container_name(plan.job_id, node.rank)]
     for key, value in labels(plan, node).items():
         argv += ["--label", f"{key}={value}"]
     argv += [

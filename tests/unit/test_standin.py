@@ -79,8 +79,9 @@ def test_vllm_ray_mode_selection() -> None:
                               "ray"], {})
     assert explicit.mode == "ray" and explicit.ray is not None
     assert (explicit.ray.world, explicit.ray.groups, explicit.ray.strict_pack) == (8, 1, False)
-    implicit = vllm_cli.plan(["m", "-tp", "16"], {"RAY_ADDRESS": "10.77.0.1:6379"})
-    assert implicit.mode == "ray" and implicit.world_size == 16
+    # Like vLLM: a world beyond the node's GPUs needs the explicit flag, RAY_ADDRESS or not.
+    with pytest.raises(StandinError, match="set '--distributed-executor-backend ray'"):
+        vllm_cli.plan(["m", "-tp", "16"], {"RAY_ADDRESS": "10.77.0.1:6379"})
     dp_ray = vllm_cli.plan(["m", "-tp", "2", "-dp", "2", "--data-parallel-backend", "ray"], {})
     assert dp_ray.ray is not None and (dp_ray.ray.groups, dp_ray.ray.strict_pack) == (2, True)
     assert dp_ray.world_size == 4
@@ -97,6 +98,10 @@ def test_vllm_native_multinode_roles() -> None:
                             "--master-addr", "10.77.0.1", "--headless"], {})
     assert not worker.serve and worker.rendezvous is not None
     assert worker.rendezvous.ranks == [1] and worker.rendezvous.port == 29501
+    short = vllm_cli.plan(["m", "-tp", "2", "-n", "2", "-r", "1", "--headless"], {})
+    assert short.rendezvous is not None and short.rendezvous.ranks == [1]
+    with pytest.raises(StandinError, match="must evenly divide the total world size"):
+        vllm_cli.plan(["m", "-tp", "3", "--nnodes", "2"], {})
     with pytest.raises(StandinError, match="must run with --headless"):
         vllm_cli.plan(["m", "-tp", "2", "--nnodes", "2", "--node-rank", "1"], {})
     with pytest.raises(StandinError, match="must not be --headless"):

@@ -12,7 +12,7 @@ case "$rank" in
     name=slurmserve-4242-0
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
-    run_opts=(docker run --detach --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
     run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path Qwen/Qwen1.5-MoE-A2.7B --host 0.0.0.0 --port 30000 --tp 8 --ep 2 --nnodes 2 --node-rank 0 --dist-init-addr 192.0.2.1:24200)
     ;;
   1)
@@ -20,7 +20,7 @@ case "$rank" in
     name=slurmserve-4242-1
     log=/shared/logs/4242/node-1-gpu-2.log
     wait_for=()
-    run_opts=(docker run --detach --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
     run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path Qwen/Qwen1.5-MoE-A2.7B --host 0.0.0.0 --port 30000 --tp 8 --ep 2 --nnodes 2 --node-rank 1 --dist-init-addr 192.0.2.1:24200)
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
@@ -68,27 +68,23 @@ stop_container() {
 }
 trap 'stop_container' TERM INT HUP
 
-if ! out=$("${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" 2>&1); then
-  say "FAILED: docker run: $(grep -m1 -i error <<<"$out" || tail -n1 <<<"$out")"
-  docker rm --force "$name" >/dev/null 2>&1 || true
-  exit 125
-fi
+"${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
+client=$!
 say "container $name started"
-docker logs --follow "$name" >>"$log" 2>&1 &
-logs_pid=$!
-
-# `wait` on a background job lets the trap run as soon as a signal arrives.
-docker wait "$name" >/dev/null 2>&1 &
-waiter=$!
-while ! wait "$waiter"; do
-  kill -0 "$waiter" 2>/dev/null || break
+# `wait` on a background job lets the trap run as soon as a signal arrives; the client
+# returns when the container ends, with its exit code (125-127: docker could not run it).
+while true; do
+  wait "$client" && code=0 || code=$?
+  kill -0 "$client" 2>/dev/null || break
 done
-code=$(docker inspect --format '{{.State.ExitCode}}' "$name" 2>/dev/null || echo 1)
-wait "$logs_pid" 2>/dev/null || true
 docker rm --force "$name" >/dev/null 2>&1 || true
 if (( stopping )); then
   say "container $name stopped on request"
   exit 0
 fi
-say "FAILED: container $name exited with code $code"
+if (( code >= 125 && code <= 127 )); then
+  say "FAILED: docker could not run the container (code $code): $(tail -n1 "$log")"
+else
+  say "FAILED: container $name exited with code $code"
+fi
 exit "$code"
