@@ -77,6 +77,7 @@ class Driver:
         self.bundle: launch.Launch | None = None
         self.status = "starting"
         self.started = time.monotonic()
+        self.distribution: dict[str, Any] = {}
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -273,20 +274,33 @@ class Driver:
             "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
             compressed=bool(tarball and tarball.compressed), staged=staged)
         results: dict[int, str] = {}
+        read_bytes: dict[int, int] = {}
 
         def on_line(line: str) -> None:
             parts = line.split("\t", 3)
-            if len(parts) == 4 and parts[0] == FACT:
-                results[int(parts[1])] = parts[3]
-                host = self.nodes[int(parts[1])]
-                self.console.phase("image", f"{host}: {parts[3]}"
-                                   + ("s" if parts[3].startswith("loaded") else ""))
+            if len(parts) != 4 or parts[0] != FACT:
+                return
+            rank, key, value = int(parts[1]), parts[2], parts[3]
+            if key == "read_bytes" and value.isdigit():
+                read_bytes[rank] = int(value)
+            elif key == "image":
+                results[rank] = value
+                unit = "s" if value.startswith("loaded") else ""
+                self.console.phase("image", f"{self.nodes[rank]}: {value}{unit}")
 
         code, _ = self._step("distribute", script, on_line=on_line)
         errors = [f"node {self.nodes[r]}: {v}" for r, v in results.items() if v.startswith("error")]
         if code != 0 or errors:
             raise LaunchError("image distribution failed:\n  " + "\n  ".join(
                 errors or [f"srun exit {code}"]))
+        if tarball:
+            nodes_read = sum(read_bytes.values())
+            shared = tarball.size if staged else nodes_read
+            self.distribution = {"stage": "sbcast" if staged else "direct",
+                                 "nodes_loaded": len(missing), "shared_path_bytes": shared,
+                                 "node_read_bytes": nodes_read}
+            self.console.phase("image", f"read {shared / 1e9:.2f} GB from {tarball.path}"
+                               + (" once (sbcast fan-out)" if staged else ""))
 
     def launch(self, alloc: Allocation, image: str) -> None:
         spec = self.spec
@@ -475,6 +489,8 @@ class Driver:
                        for n, p in zip(bundle.nodes, plan.nodes, strict=True)])
         if removed is not None:
             data["cleanup_removed"] = removed
+        if self.distribution:
+            data["distribution"] = self.distribution
         return data
 
     def _write_state(self, removed: int | None = None) -> str:

@@ -1,0 +1,278 @@
+"""Orchestration benchmarks on the sandbox cluster, each measured side by side in one run.
+
+- overhead: `slurmserve run` -> READY, minus the same containers started by hand -> /health 200
+- distribution: N-node load through slurmserve vs the same `docker load`s by hand in parallel;
+  already-present skip; bytes read from the shared path (direct vs --stage sbcast)
+- failure detection: a worker container killed during startup -> driver exit
+- teardown: Ctrl+C (SIGINT) -> no container of ours left on any node
+
+Uses the stand-in engine (SGLang command line, real TCP rendezvous): the numbers measure
+slurmserve's orchestration, not an engine. Usage (root, sandbox up with >= max(N) nodes):
+    python benchmarks/cluster.py [--nodes 1,2,3] [--out benchmarks/results/cluster.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+REPO = Path(__file__).resolve().parents[1]
+SANDBOX = str(REPO / "tests/cluster/sandbox")
+PHASE = re.compile(r"^\[\s*([\d.]+)s\] (\S+)\s+(.*)$")
+
+
+def sh(*argv: str, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(list(argv), capture_output=True, text=True, check=check,
+                          timeout=timeout)
+
+
+def node_docker(node: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    return sh(SANDBOX, "exec", node, "docker", *argv, check=check)
+
+
+def nodes_up() -> list[tuple[str, str]]:
+    status = json.loads(sh(SANDBOX, "status", "--json", check=False).stdout)
+    return [(n["name"], n["addr"]) for n in status["nodes"]]
+
+
+def tarball() -> str:
+    return sh(str(REPO / "containers/testing/build"), "standin").stdout.strip().splitlines()[-1]
+
+
+def image_id(path: str) -> str:
+    from slurmserve.images import read_tarball
+
+    return read_tarball(path).image_id
+
+
+class Run:
+    """`salloc -N n slurmserve run sglang ...` in the background."""
+
+    def __init__(self, nodes: list[str], image: str, *extra: str) -> None:
+        self.log_dir = Path(tempfile.mkdtemp(prefix="ss-bench-"))
+        n = len(nodes)
+        argv = ["salloc", f"--nodes={n}", f"--nodelist={','.join(nodes)}", "--oversubscribe",
+                "slurmserve", "run", "sglang", "org/bench", "--image", image, "--nodes", str(n),
+                "--tp", str(n), "--gpus", "none", "--gpus-per-node", "1", "--health-timeout",
+                "120", "--log-dir", str(self.log_dir), "--quiet-logs", *extra]
+        self.t0 = time.monotonic()
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)
+        self.out: list[str] = []
+        self.err: list[tuple[float, str]] = []
+        self.ready_at: float | None = None
+        threading.Thread(target=self._read_out, daemon=True).start()
+        threading.Thread(target=self._read_err, daemon=True).start()
+
+    def _read_out(self) -> None:
+        for line in self.proc.stdout:
+            self.out.append(line)
+            if line.startswith("READY") and self.ready_at is None:
+                self.ready_at = time.monotonic()
+
+    def _read_err(self) -> None:
+        for line in self.proc.stderr:
+            self.err.append((time.monotonic(), line.rstrip()))
+
+    def wait_ready(self, timeout: float = 300) -> float:
+        """Seconds the driver reports from its start to READY."""
+        deadline = time.monotonic() + timeout
+        while self.ready_at is None:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("no READY:\n" + "\n".join(line for _, line in self.err))
+            time.sleep(0.05)
+        ready = next(line for line in self.out if line.startswith("READY"))
+        return float(re.search(r" in ([\d.]+)s", ready)[1])
+
+    def phase_time(self, name: str, contains: str = "") -> float:
+        for _, line in self.err:
+            match = PHASE.match(line)
+            if match and match[2] == name and contains in match[3]:
+                return float(match[1])
+        raise KeyError(f"no '{name} {contains}' line")
+
+    def state(self) -> dict:
+        return json.loads(next(self.log_dir.glob("*/state.json")).read_text())
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            os.kill(self.state()["driver_pid"], signal.SIGINT)
+        return self.proc.wait(120)
+
+
+def ours_left(nodes: list[str]) -> int:
+    return sum(len(node_docker(n, "ps", "-aq", "--filter", "label=slurmserve.job").stdout.split())
+               for n in nodes)
+
+
+def by_hand(nodes: list[tuple[str, str]], image: str) -> float:
+    """Start the same stand-in containers by hand on every node at once -> /health 200."""
+    head = nodes[0][1]
+    port, rdv = 30999, 29999
+    names = []
+    t0 = time.monotonic()
+    threads = []
+    for rank, (node, _addr) in enumerate(nodes):
+        name = f"ss-bench-hand-{rank}"
+        names.append((node, name))
+        argv = ["run", "-d", "--rm", "--name", name, "--network", "host", "--ipc", "host",
+                "--init", "--entrypoint", "python3", image, "-m", "sglang.launch_server",
+                "--model-path", "org/bench", "--tp-size", str(len(nodes)), "--host", "0.0.0.0",
+                "--port", str(port)]
+        if len(nodes) > 1:
+            argv += ["--nnodes", str(len(nodes)), "--node-rank", str(rank),
+                     "--dist-init-addr", f"{head}:{rdv}"]
+        threads.append(threading.Thread(target=node_docker, args=(node, *argv)))
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    while True:
+        try:
+            if requests.get(f"http://{head}:{port}/health", timeout=1).status_code == 200:
+                break
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    elapsed = time.monotonic() - t0
+    for node, name in names:
+        node_docker(node, "rm", "-f", name, check=False)
+    return elapsed
+
+
+def parallel_load(nodes: list[str], path: str) -> float:
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=node_docker, args=(n, "load", "-i", path)) for n in nodes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.monotonic() - t0
+
+
+def remove_image(nodes: list[str], image: str) -> None:
+    for n in nodes:
+        node_docker(n, "rmi", "-f", image, check=False)
+
+
+def bench_overhead(all_nodes, path, counts) -> list[dict]:
+    rows = []
+    image = image_id(path)
+    for n in counts:
+        nodes = all_nodes[:n]
+        names = [name for name, _ in nodes]
+        run = Run(names, path)  # image already present from earlier runs
+        ready_s = run.wait_ready()
+        run.stop()
+        hand_s = by_hand(nodes, image)
+        rows.append({"nodes": n, "slurmserve_ready_s": ready_s, "by_hand_health_s": hand_s,
+                     "overhead_s": ready_s - hand_s})
+        print(f"overhead N={n}: slurmserve {ready_s:.2f}s, by hand {hand_s:.2f}s, "
+              f"overhead {ready_s - hand_s:+.2f}s", flush=True)
+    return rows
+
+
+def bench_distribution(all_nodes, path, n) -> dict:
+    nodes = [name for name, _ in all_nodes[:n]]
+    image = image_id(path)
+    remove_image(nodes, image)
+    hand_s = parallel_load(nodes, path)
+    remove_image(nodes, image)
+    run = Run(nodes, path, "--stage", "direct")
+    run.wait_ready()
+    ours_s = run.phase_time("launch") - run.phase_time("image", "loading")
+    direct_bytes = run.state().get("distribution", {}).get("shared_path_bytes")
+    run.stop()
+    run = Run(nodes, path)
+    run.wait_ready()
+    skip_s = run.phase_time("image", "skipped") - run.phase_time("preflight", "ok")
+    run.stop()
+    result = {"nodes": n, "tarball_bytes": os.path.getsize(path), "by_hand_parallel_s": hand_s,
+              "slurmserve_s": ours_s, "ratio": ours_s / hand_s,
+              "already_present_s": skip_s, "already_present_s_per_node": skip_s / n,
+              "shared_path_bytes_direct": direct_bytes}
+    remove_image(nodes, image)
+    try:
+        run = Run(nodes, path, "--stage", "sbcast")
+        run.wait_ready()
+        result["shared_path_bytes_sbcast"] = run.state().get("distribution", {}).get(
+            "shared_path_bytes")
+        result["sbcast_s"] = run.phase_time("launch") - run.phase_time("image", "sbcast")
+        run.stop()
+    except (RuntimeError, KeyError) as exc:
+        result["sbcast_error"] = str(exc)[-500:]
+    print(f"distribution N={n}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def bench_failure(all_nodes, path) -> dict:
+    nodes = [name for name, _ in all_nodes[:2]]
+    run = Run(nodes, path, "--env", "SLURMSERVE_STANDIN_FAULT=slow-start=60")
+    deadline = time.monotonic() + 120
+    container = None
+    while container is None and time.monotonic() < deadline:
+        if any("container slurmserve-" in line and "@" + nodes[1] in line for _, line in run.err):
+            container = run.state()["nodes"][1]["container"]
+        time.sleep(0.05)
+    time.sleep(1.0)  # let it be well into its startup
+    t_kill = time.monotonic()
+    node_docker(nodes[1], "kill", container)
+    code = run.proc.wait(60)
+    detect_s = time.monotonic() - t_kill
+    print(f"failure detection: exit {code} {detect_s:.2f}s after the kill", flush=True)
+    return {"exit_code": code, "kill_to_exit_s": detect_s}
+
+
+def bench_teardown(all_nodes, path) -> dict:
+    nodes = [name for name, _ in all_nodes]
+    run = Run(nodes, path)
+    run.wait_ready()
+    t0 = time.monotonic()
+    os.kill(run.state()["driver_pid"], signal.SIGINT)
+    while ours_left(nodes):
+        time.sleep(0.1)
+    gone_s = time.monotonic() - t0
+    run.proc.wait(60)
+    exit_s = time.monotonic() - t0
+    print(f"teardown N={len(nodes)}: no container left after {gone_s:.2f}s "
+          f"(driver exited after {exit_s:.2f}s)", flush=True)
+    return {"nodes": len(nodes), "sigint_to_no_container_s": gone_s, "sigint_to_exit_s": exit_s}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", default="1,2,3")
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/cluster.json"))
+    args = parser.parse_args()
+    counts = [int(x) for x in args.nodes.split(",")]
+    all_nodes = nodes_up()
+    if len(all_nodes) < max(counts):
+        sys.exit(f"sandbox has {len(all_nodes)} nodes; run `tests/cluster/sandbox up --nodes "
+                 f"{max(counts)}`")
+    path = tarball()
+    results = {
+        "machine": {"cpus": os.cpu_count()},
+        "overhead": bench_overhead(all_nodes, path, counts),
+        "distribution": bench_distribution(all_nodes, path, min(3, max(counts))),
+        "failure": bench_failure(all_nodes, path),
+        "teardown": bench_teardown(all_nodes[: max(counts)], path),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
