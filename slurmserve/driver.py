@@ -370,11 +370,16 @@ class Driver:
             check = prober.health(timeout=1.0)
             if check.ok:
                 models, ids = prober.models()
-                if models.ok:
-                    model = plan.model_name if plan.model_name in ids else ids[0]
-                    generated = prober.generate(model, timeout=GENERATE_TIMEOUT_S)
+                if models.ok and plan.model_name not in ids and not plan.readiness.exact_model_name:
+                    plan = self.plan = dataclasses.replace(plan, model_name=ids[0])
+                if models.ok and plan.model_name not in ids:
+                    # Not ours: e.g. another job's server on this port.
+                    last = (f"{plan.endpoint} serves {', '.join(ids)}, not {plan.model_name}: "
+                            "is another server on this port?")
+                elif models.ok:
+                    generated = prober.generate(plan.model_name, timeout=GENERATE_TIMEOUT_S)
                     if generated.ok:
-                        self.model = model
+                        self.model = plan.model_name
                         break
                     last = (f"{plan.readiness.health_path} answers and the model is listed, but "
                             f"a 1-token completion failed: {generated.detail}")

@@ -105,6 +105,7 @@ class Readiness:
     health_path: str = "/health"
     models_path: str = "/v1/models"
     generate_path: str = "/v1/completions"
+    exact_model_name: bool = True  # /v1/models lists exactly the planned model name
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from ..errors import SpecError
 from ..render import render_template
 from ..spec import ServeSpec
-from ..topology import Allocation, ClusterPlan, NodePlan
+from ..topology import Allocation, ClusterPlan, NodePlan, Readiness
 from . import NativeFlags, Parallel, default_layout, fit, merge, scan
 
 NAME = "trtllm"
@@ -167,4 +167,6 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
     return ClusterPlan(
         engine=NAME, mode="mpi", job_id=alloc.job_id, model_name=spec.model,
         head_address=head.address, port=http_port,
+        # trtllm-serve may list a local checkpoint under another name: take what it lists.
+        readiness=Readiness(exact_model_name=False),
         world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans))

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 STANDIN = Path(__file__).resolve().parents[2] / "containers" / "testing" / "standin"
-sys.path.insert(0, str(STANDIN))
+sys.path.append(str(STANDIN))  # last: the stand-in `sglang` must not shadow anything
 
 from standin import common, server, sglang_cli, textgen, trtllm_cli, vllm_cli  # noqa: E402
 from standin.common import Faults, StandinError  # noqa: E402

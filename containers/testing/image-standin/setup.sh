@@ -1,11 +1,22 @@
 #!/usr/bin/env bash
 # Runs inside the base container (host network) and turns it into the stand-in image.
 set -euo pipefail
+set -a
+# shellcheck source=../versions.env
+. /recipe/versions.env
+set +a
+export PIP_CACHE_DIR=/cache/pip PIP_CERT=/etc/ssl/certs/ca-certificates.crt
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
 
 python3 -m venv --system-site-packages /opt/venv  # system site: Debian's mpi4py
 /opt/venv/bin/pip install --quiet "ray==$RAY_VERSION" "pyyaml==$PYYAML_VERSION"
 cp -r /recipe/standin /tmp/standin-src
 /opt/venv/bin/pip install --quiet /tmp/standin-src
+
+# ssh sessions (how mpirun starts remote ranks) get sshd's default PATH, without the venv.
+for cmd in vllm trtllm-serve trtllm-llmapi-launch ray; do
+    ln -sf "/opt/venv/bin/$cmd" "/usr/local/bin/$cmd"
+done
 
 # sshd for MPI launches between node containers; the launcher picks the port and keys.
 mkdir -p /run/sshd /root/.ssh
@@ -32,4 +43,4 @@ CONF
 
 apt-get clean
 rm -rf /var/lib/apt/lists/* /root/.cache /tmp/standin-src
-vllm --version
+/opt/venv/bin/vllm --version

@@ -141,6 +141,8 @@ class Lifecycle:
         signal.signal(signal.SIGINT, self._on_signal)
 
     def _on_signal(self, signum: int, _frame: object) -> None:
+        if self._exiting.locked():
+            return  # a second signal while exiting: let the first exit finish
         log(f"received {signal.Signals(signum).name}, shutting down")
         self.exit(0)
 

@@ -155,7 +155,7 @@ class ApiServer:
         with s.lock:
             gauges = (s.running, 0, 0.0)
             lines = [f'standin_info{{engine="{c.engine}",version="{__version__}"}} 1']
-            for name, value in zip(names, gauges):
+            for name, value in zip(names, gauges, strict=True):
                 lines += [f"# TYPE {p}{name} gauge", f"{p}{name}{{{labels}}} {float(value)}"]
             for name, value in (("prompt_tokens_total", s.prompt_tokens),
                                 ("generation_tokens_total", s.generation_tokens)):
@@ -268,7 +268,7 @@ def _completion_logprobs(gen: Generation, k: int, offset: int) -> dict[str, Any]
         pos += len(t)
     return {"tokens": gen.tokens, "token_logprobs": gen.logprobs,
             "top_logprobs": [top_alternatives(t, lp, k) for t, lp in
-                             zip(gen.tokens, gen.logprobs)] if k else None,
+                             zip(gen.tokens, gen.logprobs, strict=True)] if k else None,
             "text_offset": offsets}
 
 
@@ -277,7 +277,7 @@ def _chat_logprobs(gen: Generation, k: int) -> dict[str, Any]:
         {"token": t, "logprob": lp, "bytes": list(t.encode()),
          "top_logprobs": [{"token": a, "logprob": alp, "bytes": list(a.encode())}
                           for a, alp in top_alternatives(t, lp, k).items()] if k else []}
-        for t, lp in zip(gen.tokens, gen.logprobs)]}
+        for t, lp in zip(gen.tokens, gen.logprobs, strict=True)]}
 
 
 # ---- handler ---------------------------------------------------------------------------------

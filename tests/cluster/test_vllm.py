@@ -1,0 +1,76 @@
+"""The real vLLM (CPU build, tiny random Qwen2) served end to end through slurmserve."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+
+import pytest
+from deploy import Deployment, our_containers
+
+VLLM = ("--served-model-name", "tiny", "--gpus", "none", "--gpus-per-node", "1",
+        "--health-timeout", "900")
+ENGINE_ARGS = ("--", "--max-model-len", "512")
+
+
+def _openai_chat(endpoint: str) -> str:
+    from openai import OpenAI
+
+    client = OpenAI(base_url=f"{endpoint}/v1", api_key="unused")
+    reply = client.chat.completions.create(
+        model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=8,
+        extra_body={"ignore_eos": True, "min_tokens": 4})
+    assert reply.usage.completion_tokens >= 4
+    return reply.choices[0].message.content
+
+
+def test_run_real_vllm(sandbox, vllm_tarball, tmp_path):
+    d = Deployment(tmp_path, 1, "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
+                   *ENGINE_ARGS)
+    try:
+        d.wait_ready(timeout=900)
+        assert d.model == "tiny"
+        assert _openai_chat(d.endpoint)
+        d.signal_driver(signal.SIGINT)
+        assert d.wait(120) == 0
+    finally:
+        d.close()
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_submit_status_stop_real_vllm(sandbox, vllm_tarball, tmp_path):
+    log_dir = tmp_path / "logs"
+    submit = subprocess.run(
+        ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
+         "--log-dir", str(log_dir), "--json", *ENGINE_ARGS],
+        capture_output=True, text=True, timeout=1200)
+    assert submit.returncode == 0, submit.stderr
+    info = json.loads(submit.stdout.strip().splitlines()[-1])
+    job, endpoint = info["job"], info["endpoint"]
+    try:
+        status = subprocess.run(["slurmserve", "status", job, "--json"], capture_output=True,
+                                text=True, check=True)
+        row = json.loads(status.stdout)[0]
+        assert (row["slurm_state"], row["status"], row["healthy"]) == ("RUNNING", "ready", True)
+        assert _openai_chat(endpoint)
+        stop = subprocess.run(["slurmserve", "stop", job, "--json"], capture_output=True,
+                              text=True, timeout=180)
+        assert stop.returncode == 0, stop.stderr
+        assert json.loads(stop.stdout)["status"] == "stopped"
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert not our_containers(sandbox, job)
+    logs = subprocess.run(["slurmserve", "logs", job], capture_output=True, text=True)
+    assert "vllm" in logs.stdout.lower() or "uvicorn" in logs.stdout.lower(), logs.stdout[-2000:]
+
+
+@pytest.mark.parametrize("fault", ["no-such-model"])
+def test_real_vllm_bad_model_fails_fast_with_its_log(sandbox, vllm_tarball, tmp_path, fault):
+    d = Deployment(tmp_path, 1, "vllm", "/models/does-not-exist", "--image", str(vllm_tarball),
+                   *VLLM, *ENGINE_ARGS)
+    code = d.wait(300)
+    assert code == 1
+    assert "FAILED" in d.err or "exited with code" in d.err
+    assert "does-not-exist" in d.err  # the engine's own error, from the node's log tail
+    assert not our_containers(sandbox, d.job_id)
