@@ -59,6 +59,7 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--log-dir", help="Where logs and state go (default ./slurmserve-logs)."),
         click.option("--job-name", help="SLURM job name (default slurmserve)."),
         click.option("--stage", help="Image staging: auto|direct|sbcast (default auto)."),
+        click.option("--stage-dir", help="Node-local directory for sbcast copies (default /tmp)."),
         click.option("--partition", "-p", help="SLURM partition."),
         click.option("--account", "-A", help="SLURM account."),
         click.option("--qos", help="SLURM QOS."),

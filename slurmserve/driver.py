@@ -261,7 +261,7 @@ class Driver:
         use_sbcast = spec.stage == "sbcast" or (
             spec.stage == "auto" and tarball is not None and len(missing) >= SBCAST_MIN_NODES)
         if tarball and use_sbcast:
-            source = os.path.join("/tmp", f"slurmserve-{self.job.job_id}-image.tar"
+            source = os.path.join(spec.stage_dir, f"slurmserve-{self.job.job_id}-image.tar"
                                   + (".gz" if tarball.compressed else ""))
             self.console.phase("image", f"sbcast {tarball.size / 1e9:.2f} GB to node-local {source}")
             runner.run(["sbcast", f"--jobid={self.job.job_id}", "--force", tarball.path, source],

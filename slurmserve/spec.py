@@ -88,6 +88,7 @@ class ServeSpec:
     log_dir: str = "slurmserve-logs"
     job_name: str = "slurmserve"
     stage: str = "auto"
+    stage_dir: str = "/tmp"  # node-local directory for `--stage sbcast` copies
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -207,6 +208,7 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         log_dir=_text("log_dir", d.get("log_dir", "slurmserve-logs")),
         job_name=_name("job_name", d.get("job_name", "slurmserve")),
         stage=_choice("stage", d.get("stage", "auto"), STAGES),
+        stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
@@ -294,6 +296,14 @@ def _positive(name: str, value: Any, flag: str | None = None) -> int:
     if number < 1:
         raise SpecError(flag, f"must be at least 1, got {number}", "give a positive integer")
     return number
+
+
+def _abs_path(name: str, value: Any) -> str:
+    path = _text(name, value)
+    if not path.startswith("/"):
+        raise SpecError(f"--{name.replace('_', '-')}", f"'{path}' is not an absolute path",
+                        "give a node-local directory such as /tmp or /scratch")
+    return path
 
 
 def _positive_float(name: str, value: Any) -> float:

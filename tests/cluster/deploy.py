@@ -81,7 +81,8 @@ class Deployment:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            raise AssertionError(f"slurmserve run did not exit within {timeout}s\n{self.err}")
+            raise AssertionError(f"slurmserve run did not exit within {timeout}s\n{self.err}"
+                                 ) from None
 
     def info(self) -> dict:
         """The stand-in's own report of the group it formed."""

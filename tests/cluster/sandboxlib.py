@@ -116,6 +116,8 @@ def load_image(sandbox: Sandbox, node: str, tarball: Path) -> str:
     have = sandbox.docker(node, "image", "inspect", "-f", "{{.Id}}", tag, check=False)
     if have.returncode != 0 or have.stdout.strip() != image_id:
         sandbox.docker(node, "load", "-i", str(tarball), timeout=600)
+        # An earlier build of the same tag is left dangling: drop it to bound disk use.
+        sandbox.docker(node, "image", "prune", "-f", check=False)
     return tag
 
 

@@ -101,7 +101,7 @@ def test_killed_worker_container_fails_the_job_with_its_log(deploy, sandbox):
     code = d.wait(60)
     assert code != 0
     assert f"node {worker['host']} (rank 1)" in d.err
-    assert f"last" in d.err and worker["log"] in d.err
+    assert "last" in d.err and worker["log"] in d.err
     assert not our_containers(sandbox, d.job_id)
 
 
@@ -166,3 +166,30 @@ def test_two_jobs_on_the_same_nodes_do_not_collide(deploy, sandbox):
     assert not names_a & names_b
     for d in (a, b):
         _assert_spans(d, sandbox, 2)
+
+
+NODE_LOCAL = "/var/tmp/slurmserve-node-local"  # the sandbox's per-node private directory
+
+
+def test_sbcast_stage_copies_once_to_node_local_storage(deploy, sandbox, standin_tarball):
+    image_id, tag = tarball_image(standin_tarball)
+    nodes = sandbox.nodes[:3]
+    for node in nodes:
+        sandbox.docker(node, "rmi", "-f", image_id, check=False)
+    try:
+        d = deploy(len(nodes), "sglang", "org/tiny-model", "--nodes", str(len(nodes)),
+                   "--tp", str(len(nodes)), "--stage", "sbcast", "--stage-dir", NODE_LOCAL,
+                   nodelist=",".join(nodes))
+        d.wait_ready()
+        assert "sbcast" in d.err and "once (sbcast fan-out)" in d.err
+        dist = d.state()["distribution"]
+        assert dist == {"stage": "sbcast", "nodes_loaded": len(nodes),
+                        "shared_path_bytes": standin_tarball.stat().st_size}
+        _assert_spans(d, sandbox, len(nodes))
+        for node in nodes:  # the node-local copies are gone after loading
+            left = sandbox.exec(node, "ls", "-A", NODE_LOCAL).stdout.split()
+            assert not [f for f in left if f.startswith("slurmserve-")], left
+    finally:
+        for node in nodes:  # leave the image everywhere for the other tests
+            sandbox.docker(node, "load", "-i", str(standin_tarball), timeout=600)
+            sandbox.docker(node, "tag", image_id, tag, check=False)

@@ -129,7 +129,7 @@ def test_default_ports_per_engine():
 def test_port_blocks_differ_between_neighbouring_jobs_and_stay_in_range():
     blocks = {PortBlock.for_job(str(j)).base for j in range(1000, 1120)}
     assert len(blocks) == 120
-    assert all(20000 <= b and b + PortBlock.SIZE <= 32768 for b in blocks)
+    assert all(b >= 20000 and b + PortBlock.SIZE <= 32768 for b in blocks)
 
 
 def test_pp_with_ep_is_accepted_where_engines_accept_it():

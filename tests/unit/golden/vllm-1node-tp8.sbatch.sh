@@ -17,6 +17,6 @@ fi
 
 spec_file=$(mktemp "${TMPDIR:-/tmp}/slurmserve-spec.XXXXXX")
 trap 'rm -f "$spec_file"' EXIT
-printf '%s\n' '{"dp": null, "engine": "vllm", "engine_args": [], "env": {}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "model": "Qwen/Qwen2.5-14B-Instruct", "mounts": [], "nodes": 1, "port": null, "pp": null, "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "tp": 8}' >"$spec_file"
+printf '%s\n' '{"dp": null, "engine": "vllm", "engine_args": [], "env": {}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "model": "Qwen/Qwen2.5-14B-Instruct", "mounts": [], "nodes": 1, "port": null, "pp": null, "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "stage_dir": "/tmp", "tp": 8}' >"$spec_file"
 
 "$python" -m slurmserve run --config "$spec_file"
