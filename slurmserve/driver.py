@@ -36,6 +36,7 @@ SBCAST_MIN_NODES = 4  # below this, N parallel reads of the shared path cost les
 STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
 GENERATE_TIMEOUT_S = 10.0
 POLL_S = 0.25
+FAILURE_SETTLE_S = 0.5  # gather failures of other nodes that follow the first
 SERVE_STEP = "slurmserve-serve"
 
 
@@ -72,7 +73,8 @@ class Driver:
         self.stop = threading.Event()
         self.stop_reason = ""
         self.proc: subprocess.Popen[str] | None = None
-        self.failed: tuple[int, str, str] | None = None  # (rank, host, reason)
+        self.failed: list[tuple[int, str, str]] = []  # (rank, host, reason), in arrival order
+        self.first_failure = 0.0
         self.plan: ClusterPlan | None = None
         self.bundle: launch.Launch | None = None
         self.status = "starting"
@@ -127,8 +129,10 @@ class Driver:
         if self.stop.is_set():
             raise Stopped
         if self.failed:
-            rank, host, reason = self.failed
-            raise LaunchError(f"node {host} (rank {rank}): {reason}")
+            # One node failing often takes its peers down within moments: report them all.
+            time.sleep(max(0.0, self.first_failure + FAILURE_SETTLE_S - time.monotonic()))
+            raise LaunchError("; ".join(f"node {host} (rank {rank}): {reason}"
+                                        for rank, host, reason in self.failed))
         if self.proc is not None and self.proc.poll() is not None:
             states = slurm.job_states([self.job.job_id])
             if states.get(self.job.job_id) not in (slurm.JobState.RUNNING, None):
@@ -324,8 +328,10 @@ class Driver:
             line = line.rstrip("\n")
             self.console.line(line)
             match = _FAILED.match(line)
-            if match and not self.stop.is_set() and self.failed is None:
-                self.failed = (int(match[1]), match[2], match[3])
+            if match and not self.stop.is_set():
+                if not self.failed:
+                    self.first_failure = time.monotonic()
+                self.failed.append((int(match[1]), match[2], match[3]))
 
     def _follow(self, path: str, host: str) -> None:
         position = 0
@@ -462,18 +468,19 @@ class Driver:
         return sum(int(f.get("removed", "0")) for f in facts.values())
 
     def _show_failed_log(self) -> None:
-        if not self.failed or self.bundle is None:
+        """The last 50 lines of each failed node's log (the first to fail comes first)."""
+        if self.bundle is None:
             return
-        rank = self.failed[0]
-        node = self.bundle.nodes[rank]
-        try:
-            with open(node.log, encoding="utf-8", errors="replace") as fh:
-                tail = deque(fh, maxlen=50)
-        except OSError:
-            return
-        self.console.line(f"--- last {len(tail)} lines of {node.log} ---")
-        for line in tail:
-            self.console.line(line.rstrip())
+        for rank, _host, _reason in self.failed[:2]:
+            node = self.bundle.nodes[rank]
+            try:
+                with open(node.log, encoding="utf-8", errors="replace") as fh:
+                    tail = deque(fh, maxlen=50)
+            except OSError:
+                continue
+            self.console.line(f"--- last {len(tail)} lines of {node.log} ---")
+            for line in tail:
+                self.console.line(line.rstrip())
 
     def _state(self, removed: int | None = None) -> dict[str, Any]:
         plan = self.plan
