@@ -439,7 +439,7 @@ def render_table(results: list[Result], title: str | None = None) -> str:
 # ---- the run ------------------------------------------------------------------------------------
 
 Execute = Callable[[list[str], str], None]
-Progress = Callable[[int, int, Point, "Result | None"], None]
+Progress = Callable[[int, int, Point, Result | None], None]
 
 
 @dataclass

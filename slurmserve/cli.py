@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -221,6 +223,128 @@ def stop(job_id: str, timeout: float, as_json: bool) -> None:
     click.echo(f"job {job_id}: {data.get('status')}"
                + (f"; final cleanup removed {left} container(s)" if left else "")
                + f"; logs in {data.get('run_dir')}")
+
+
+def _target(url: str | None, job: str | None) -> tuple[str, dict[str, Any]]:
+    """The endpoint to test or benchmark: --url, or a job's state (its endpoint and engine)."""
+    from . import state
+
+    if bool(url) == bool(job):
+        raise SpecError("--url/--job", "give exactly one of them",
+                        "e.g. --job 1234 or --url http://HEAD:8000")
+    if url:
+        return url.rstrip("/"), {}
+    data = state.read(job)
+    if data is None or not data.get("endpoint"):
+        raise SpecError("--job", f"no running slurmserve job {job} with an endpoint is known here",
+                        "see `slurmserve status`")
+    return data["endpoint"], data
+
+
+@cli.command("test")
+@click.option("--url", help="Base URL of the server, e.g. http://10.0.0.1:8000.")
+@click.option("--job", help="A slurmserve job ID instead of --url.")
+@click.option("--model", help="Model name (default: from /v1/models).")
+@click.option("--engine", help="vllm|sglang|trtllm (default: detected).")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="Sent as Bearer token [$OPENAI_API_KEY].")
+@click.option("--only", help="Comma-separated check names.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_errors
+def test_command(url: str | None, job: str | None, model: str | None, engine: str | None,
+                 api_key: str | None, only: str | None, as_json: bool) -> None:
+    """Check that an endpoint behaves like an OpenAI server; exit code = failed checks."""
+    from . import apicheck
+
+    base, data = _target(url, job)
+    try:
+        report = apicheck.run_checks(base, engine=engine or data.get("engine"), model=model,
+                                     api_key=api_key, only=only.split(",") if only else None)
+    except ValueError as exc:
+        raise SpecError("--engine", str(exc), "use vllm, sglang or trtllm") from None
+    click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
+    sys.exit(min(report.failures, 125))
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--url", help="Base URL of the server.")
+@click.option("--job", help="A slurmserve job ID instead of --url.")
+@click.option("--type", "suites", default="latency,concurrency", show_default=True,
+              help="Suites: throughput,prefill,decode,latency,concurrency,sharegpt,longctx.")
+@click.option("--out", type=click.Path(file_okay=False), help="Result folder (default bench-JOB).")
+@click.option("--model", help="Model name (default: the job's, or from /v1/models).")
+@click.option("--engine", help="vllm|sglang|trtllm (default: the job's).")
+@click.option("--image", help="Image with the engine's client (default: the job's image).")
+@click.option("--tokenizer", help="Tokenizer path/id when the served name is not one.")
+@click.option("--dataset", type=click.Path(dir_okay=False), help="ShareGPT JSON for `sharegpt`.")
+@click.option("--slo-ttft-ms", type=float, help="Goodput: time-to-first-token SLO.")
+@click.option("--slo-tpot-ms", type=float, help="Goodput: time-per-output-token SLO.")
+@click.option("--tiny", is_flag=True, help="Small sizes (for tiny test models).")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="Sent by the client [$OPENAI_API_KEY].")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@click.pass_context
+@_errors
+def bench(ctx: click.Context, url: str | None, job: str | None, suites: str, out: str | None,
+          model: str | None, engine: str | None, image: str | None, tokenizer: str | None,
+          dataset: str | None, slo_ttft_ms: float | None, slo_tpot_ms: float | None, tiny: bool,
+          api_key: str | None, as_json: bool) -> None:
+    """Benchmark an endpoint with the engine's own client (`bench compare A B` compares)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from . import bench as benchmod
+    from . import benchexec
+
+    base, data = _target(url, job)
+    engine = engine or data.get("engine")
+    image = image or data.get("image")
+    if not engine or not image:
+        raise SpecError("--engine/--image", "unknown for a bare --url",
+                        "give --engine and --image (the engine image that has its client)")
+    model = model or data.get("model")
+    if model is None:
+        from . import apicheck
+
+        model = apicheck.run_checks(base, engine=engine, api_key=api_key, only=["models"]).model
+    out_dir = os.path.abspath(out or f"bench-{job or 'url'}-{time.strftime('%Y%m%d-%H%M%S')}")
+    fields = dict(suites=tuple(s for s in suites.split(",") if s), tokenizer=tokenizer,
+                  sharegpt_path=dataset, slo_ttft_ms=slo_ttft_ms, slo_tpot_ms=slo_tpot_ms)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    try:
+        config = benchmod.BenchConfig.tiny(**fields) if tiny else benchmod.BenchConfig(**fields)
+    except ValueError as exc:
+        raise SpecError("--type", str(exc), "see `slurmserve bench --help`") from None
+    head = (data.get("nodes") or [{}])[0].get("host")
+    execute = (benchexec.on_job_node(job, head, image, out_dir, api_key) if job and head
+               else benchexec.local_docker(image, out_dir, api_key))
+
+    def progress(done: int, total: int, point: Any, result: Any) -> None:
+        if not as_json:
+            bar = "#" * (20 * done // max(total, 1))
+            status = "" if result is None else (" ok" if result.ok else " FAILED")
+            click.echo(f"\r[{bar:<20}] {done}/{total} {point.name}{status}\033[K",
+                       err=True, nl=result is not None and not result.ok)
+
+    run_ = benchmod.run_suite(config, execute, engine=engine, base_url=base, model=model,
+                              out_dir=out_dir, progress=progress)
+    if as_json:
+        click.echo(json.dumps(run_.to_dict(), indent=2))
+    else:
+        click.echo("", err=True)
+        click.echo(run_.table())
+        click.echo(f"results: {out_dir}/results.json; plots: "
+                   + (", ".join(map(str, run_.plots)) or "none"))
+        for note in run_.notes:
+            click.echo(f"note: {note}")
+    sys.exit(1 if run_.failures else 0)
+
+
+@bench.command("compare")
+@click.argument("a", type=click.Path(exists=True, file_okay=False))
+@click.argument("b", type=click.Path(exists=True, file_okay=False))
+def bench_compare(a: str, b: str) -> None:
+    """Compare two result folders side by side (B/A ratios)."""
+    from . import bench as benchmod
+
+    click.echo(benchmod.compare(a, b))
 
 
 @cli.command("plan")

@@ -33,7 +33,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from . import engines
 from .errors import SpecError
+from .spec import ENGINES
 
 # --- constants (named so the table can be reasoned about and tuned) -----------------------
 
@@ -73,7 +75,6 @@ MAX_PP = 32
 
 DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0, "int4": 0.5}
 KV_DTYPE_BYTES = {"bf16": 2.0, "fp16": 2.0, "fp8": 1.0}
-ENGINES = ("vllm", "sglang", "trtllm")
 
 # --- tables ------------------------------------------------------------------------------
 # Architectures as in each model's config.json. head_dim for DeepSeek-V3 is the q/k head
@@ -353,9 +354,8 @@ class Plan:
         return {
             "engine": self.engine,
             "model": model,
-            # trtllm-serve serves the model under its path: it has no served-name option.
-            "served_model_name": None if self.engine == "trtllm"
-            else model.rstrip("/").split("/")[-1],
+            "served_model_name": model.rstrip("/").split("/")[-1]
+            if engines.get(self.engine).SERVED_NAME else None,
             "nodes": self.spec_nodes,
             "gpus_per_node": self.gpus_per_node,
             "tp": self.tp,
@@ -596,6 +596,7 @@ def _nodes(tp: int, pp: int, dp: int, gpn: int) -> int:
 def plan(req: PlanRequest) -> Plan:
     """Size a deployment for `req`; raises PlanError naming the bad field."""
     engine = _choice("--engine", req.engine, ENGINES)
+    eng = engines.get(engine)  # every engine-specific answer below comes from its module
     gpu = _lookup_gpu(req.gpu)
     g = _GPUS[gpu]
     m = _resolve_model(req)
@@ -622,9 +623,11 @@ def plan(req: PlanRequest) -> Plan:
         kv_per_token = _positive_int("--kv-bytes-per-token", req.kv_bytes_per_token)
     else:
         kv_per_token = _kv_per_token(m, KV_DTYPE_BYTES[kvdtype])
-    if engine == "trtllm" and g["vendor"] != "nvidia":
-        raise PlanError("--engine", f"TensorRT-LLM runs on NVIDIA GPUs only, not {gpu}",
-                        "use --engine vllm or sglang")
+    if g["vendor"] not in eng.VENDORS:
+        vendors = " or ".join(v.upper() for v in eng.VENDORS)
+        others = [e for e in ENGINES if g["vendor"] in engines.get(e).VENDORS]
+        raise PlanError("--engine", f"{eng.LABEL} runs on {vendors} GPUs only, not {gpu}",
+                        "use --engine " + " or ".join(others))
     fp8_compute = wdtype == "fp8" and g["fp8_tflops"] is not None
     usable = g["memory_gb"] * USABLE_MEMORY_FRACTION - RUNTIME_RESERVE_GB
     c = _Ctx(m, g, DTYPE_BYTES[wdtype], kv_per_token, _weights_gb(m, DTYPE_BYTES[wdtype]),
@@ -677,23 +680,15 @@ def plan(req: PlanRequest) -> Plan:
                      "nodes (spare capacity at no extra node cost)")
         dp = nodes * per_node
     total = tp * pp * dp
-    # One spec = one engine deployment. vLLM runs every replica as engine-level DP; SGLang's
-    # native DP stays inside a node (across nodes it means DP attention, a different layout);
-    # TRT-LLM's DP is attention DP over the TP ranks. The rest are copies behind a router.
-    if engine == "vllm" or dp == 1:
-        spec_dp = dp
-    elif engine == "sglang" and per_node:
-        spec_dp = min(dp, per_node)
-    else:
-        spec_dp = 1
+    # One spec = one engine deployment; replicas it cannot hold are copies behind a router.
+    spec_dp = eng.spec_data_parallel(dp, per_node)
     copies = math.ceil(dp / spec_dp)
     spec_nodes = _nodes(tp, pp, spec_dp, gpn)
     if copies > 1:
-        router = "sgl-router" if engine == "sglang" else "a router"
         share = (f", up to {gpn // (tp * pp * spec_dp)} per node, each with its own --gpus "
                  "and --port" if tp * pp * spec_dp < gpn else "")
         notes.append(f"{engine}: the emitted spec is one of {copies} identical deployments "
-                     f"({spec_dp} replica(s) each{share}); run them behind {router}")
+                     f"({spec_dp} replica(s) each{share}); run them behind {eng.ROUTER}")
 
     # Prefill/decode disaggregation.
     disagg = (req.ttft_ms is not None and in_tokens >= DISAGG_MIN_INPUT_TOKENS
@@ -717,64 +712,20 @@ def plan(req: PlanRequest) -> Plan:
 
     prefix = in_tokens >= PREFIX_CACHE_MIN_INPUT_TOKENS
     if prefix:
-        where = {"vllm": "vLLM V1 automatic prefix caching", "sglang": "SGLang RadixAttention",
-                 "trtllm": "TRT-LLM KV block reuse"}[engine]
-        notes.append(f"prefix cache: {where} is on by default; with {in_tokens:,}-token prompts "
-                     "shared system prompts, documents and multi-turn history skip prefill"
+        notes.append(f"prefix cache: {eng.PREFIX_CACHE} is on by default; with {in_tokens:,}-token "
+                     "prompts shared system prompts, documents and multi-turn history skip prefill"
                      + (f"; route by prefix/session so hits land on the replica holding it "
                         f"({dp} replicas)" if dp > 1 else ""))
 
     # Engine arguments beyond the spec's tp/pp/dp/ep.
-    args: list[str] = []
-    ep = 1
-    if engine == "vllm":
-        args += ["--max-model-len", str(context)]
-        if req.tpot_ms is not None:
-            args += ["--max-num-seqs", str(ev.batch)]
-        if wdtype == "fp8" and m.dtype != "fp8":
-            args += ["--quantization", "fp8"]
-        if kvdtype == "fp8":
-            args += ["--kv-cache-dtype", "fp8"]
-    elif engine == "sglang":
-        args += ["--context-length", str(context)]
-        if req.tpot_ms is not None:
-            args += ["--max-running-requests", str(ev.batch)]
-        if wdtype == "fp8" and m.dtype != "fp8":
-            args += ["--quantization", "fp8"]
-        if kvdtype == "fp8":
-            args += ["--kv-cache-dtype", "fp8_e4m3"]
-        if m.mla and tp > 1:
-            notes.append("SGLang: consider --enable-dp-attention --dp-size "
-                         f"{tp} (DP attention inside the TP group, same GPUs) for this MLA model")
-    else:
-        args += ["--max_seq_len", str(context)]
-        if req.tpot_ms is not None:
-            args += ["--max_batch_size", str(ev.batch)]
-        if wdtype != m.dtype and wdtype in ("fp8", "int4"):
-            notes.append(f"TRT-LLM needs a pre-quantized {wdtype} checkpoint (NVIDIA ModelOpt)")
-        if kvdtype == "fp8":
-            notes.append("TRT-LLM: set kv_cache_config.dtype: fp8 in --extra_llm_api_options")
-        if m.moe and tp > 1:
-            notes.append(f"TRT-LLM: attention DP (--dp {tp}, enable_attention_dp) suits this MoE "
-                         "model on the same GPUs")
-
-    if m.moe and tp > 1:
-        if engine == "vllm":
-            ep = tp * dp
-            args.append("--enable-expert-parallel")
-            notes.append(f"vLLM EP = TP x DP = {ep}: experts spread over all {ep} GPUs of a "
-                         "stage, attention stays TP" + (
-                             "; DP ranks step together in the MoE layers" if dp > 1 else ""))
-            if tp * dp > gpn:
-                notes.append(f"the EP group of {ep} GPUs spans nodes: every MoE layer's "
-                             "all-to-all crosses the inter-node fabric; for a model this size "
-                             f"{dp} independent TP{tp} replicas behind a router avoid that")
-        else:
-            ep = math.gcd(tp, m.experts) if m.experts else tp
-            notes.append(f"{engine} EP subdivides TP: ep {ep} divides tp {tp} "
-                         f"(moe_tp {tp // ep} x ep {ep} = tp {tp}); whole experts per GPU avoid "
-                         "thin per-expert GEMM slices")
-    elif m.moe:
+    quantize = wdtype if wdtype != m.dtype and wdtype in ("fp8", "int4") else None
+    args, engine_notes = eng.tuning_args(context, ev.batch if req.tpot_ms is not None else None,
+                                         quantize, kvdtype == "fp8")
+    notes += engine_notes
+    ep, ep_args, ep_notes = eng.parallel_advice(tp, dp, gpn, m.moe, m.experts, bool(m.mla))
+    args += ep_args
+    notes += ep_notes
+    if m.moe and tp == 1:
         notes.append("MoE fits one GPU: every replica holds all experts, no EP needed")
     if m.mla and tp > 1:
         notes.append("MLA's latent KV is replicated on every TP rank, so KV room does not grow "
@@ -825,9 +776,7 @@ def plan(req: PlanRequest) -> Plan:
         notes.append(f"PP={pp} crosses nodes: stages pass activations over the inter-node "
                      "fabric (InfiniBand/EFA); TP stays inside each node on "
                      f"{g['interconnect']}")
-    if engine == "vllm" and dp > 1 and not m.moe:
-        notes.append(f"DP={dp} runs as one vLLM data-parallel deployment; independent "
-                     "replicas behind a router scale out the same way and fail independently")
+    notes += eng.data_parallel_notes(dp, m.moe)
 
     kv_gpu = working * kv_per_token * _stage_share(m, pp) / _kv_shard(m, tp) / 1e9
     return Plan(

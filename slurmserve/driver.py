@@ -305,6 +305,7 @@ class Driver:
 
     def launch(self, alloc: Allocation, image: str) -> None:
         spec = self.spec
+        self.image = image
         self.plan = plan = engines.get(spec.engine).plan(spec, alloc)
         self.bundle = bundle = launch.build(spec, plan, self.run_dir, image)
         launch.write(bundle)
@@ -492,7 +493,8 @@ class Driver:
         }
         if plan is not None and bundle is not None:
             data.update(
-                endpoint=plan.endpoint, head=plan.head_address, port=plan.port, mode=plan.mode,
+                image=self.image, endpoint=plan.endpoint, head=plan.head_address,
+                port=plan.port, mode=plan.mode,
                 nodes=[{"rank": n.rank, "host": n.host, "address": p.address, "role": p.role,
                         "container": n.container, "log": n.log}
                        for n, p in zip(bundle.nodes, plan.nodes, strict=True)])

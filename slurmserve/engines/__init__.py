@@ -4,6 +4,14 @@ Every engine module exports the same three things, behind `get(name)`:
 - `validate(spec)`: engine rules (parallel sizes, modes, flags slurmserve owns); raises SpecError.
 - `resolve(spec) -> Parallel`: the parallel layout, unified flags merged with engine-native ones.
 - `plan(spec, allocation) -> ClusterPlan`: per-node roles, container commands and environment.
+
+For `slurmserve plan` (configurator.py) each also exports the same sizing advice:
+- `LABEL` (display name), `VENDORS` (GPU vendors it runs on), `SERVED_NAME` (takes a served model
+  name), `PREFIX_CACHE` (its prefix-cache mechanism), `ROUTER` (what fronts copies of a deployment).
+- `tuning_args(context, max_batch, quantize, kv_fp8) -> (engine args, notes)`.
+- `parallel_advice(tp, dp, gpus_per_node, moe, experts, mla) -> (ep, engine args, notes)`.
+- `spec_data_parallel(dp, replicas_per_node) -> int`: DP replicas one deployment holds.
+- `data_parallel_notes(dp, moe) -> notes`: how DP runs in this engine.
 Nothing outside `engines/` branches on the engine name.
 """
 

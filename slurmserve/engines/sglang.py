@@ -9,6 +9,8 @@ a dummy 200, so readiness is polled on rank 0 only.
 
 from __future__ import annotations
 
+import math
+
 from ..errors import SpecError
 from ..spec import ServeSpec
 from ..topology import Allocation, ClusterPlan, NodePlan
@@ -115,3 +117,51 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
         head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
         nodes=tuple(plans))
+
+
+# --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
+
+LABEL = "SGLang"
+VENDORS = ("nvidia", "amd")
+SERVED_NAME = True
+PREFIX_CACHE = "SGLang RadixAttention"
+ROUTER = "sgl-router"
+
+
+def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
+                ) -> tuple[list[str], list[str]]:
+    """Engine args (and notes) for the context length, batch cap, weight quantization and KV dtype."""
+    args = ["--context-length", str(context)]
+    if max_batch is not None:
+        args += ["--max-running-requests", str(max_batch)]
+    if quantize == "fp8":
+        args += ["--quantization", "fp8"]
+    if kv_fp8:
+        args += ["--kv-cache-dtype", "fp8_e4m3"]
+    return args, []
+
+
+def parallel_advice(tp: int, dp: int, gpus_per_node: int, moe: bool, experts: int, mla: bool
+                    ) -> tuple[int, list[str], list[str]]:
+    """EP size, engine args and notes for DP replicas of TP GPUs: SGLang's EP subdivides TP."""
+    notes: list[str] = []
+    if mla and tp > 1:
+        notes.append(f"SGLang: consider --enable-dp-attention --dp-size {tp} (DP attention inside "
+                     "the TP group, same GPUs) for this MLA model")
+    if not (moe and tp > 1):
+        return 1, [], notes
+    ep = math.gcd(tp, experts) if experts else tp
+    notes.append(f"{NAME} EP subdivides TP: ep {ep} divides tp {tp} (moe_tp {tp // ep} x ep {ep} "
+                 f"= tp {tp}); whole experts per GPU avoid thin per-expert GEMM slices")
+    return ep, [], notes
+
+
+def spec_data_parallel(dp: int, replicas_per_node: int) -> int:
+    """DP replicas one deployment holds: SGLang's native DP stays inside a node (across nodes it
+    means DP attention, a different layout); more replicas are copies behind a router."""
+    return min(dp, replicas_per_node) if replicas_per_node else 1
+
+
+def data_parallel_notes(dp: int, moe: bool) -> list[str]:
+    """Closing notes on how DP runs in this engine."""
+    return []

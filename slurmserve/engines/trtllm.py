@@ -10,6 +10,7 @@ EP subdivides TP (moe_tp x ep = tp); DP means attention DP over the TP ranks (dp
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ..errors import SpecError
@@ -170,3 +171,51 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         # trtllm-serve may list a local checkpoint under another name: take what it lists.
         readiness=Readiness(exact_model_name=False),
         world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans))
+
+
+# --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
+
+LABEL = "TensorRT-LLM"
+VENDORS = ("nvidia",)
+#: trtllm-serve serves the model under its path: it has no served-name option.
+SERVED_NAME = False
+PREFIX_CACHE = "TRT-LLM KV block reuse"
+ROUTER = "a router"
+
+
+def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
+                ) -> tuple[list[str], list[str]]:
+    """Engine args (and notes) for the context length, batch cap, weight quantization and KV dtype."""
+    args = ["--max_seq_len", str(context)]
+    if max_batch is not None:
+        args += ["--max_batch_size", str(max_batch)]
+    notes: list[str] = []
+    if quantize is not None:
+        notes.append(f"TRT-LLM needs a pre-quantized {quantize} checkpoint (NVIDIA ModelOpt)")
+    if kv_fp8:
+        notes.append("TRT-LLM: set kv_cache_config.dtype: fp8 in --extra_llm_api_options")
+    return args, notes
+
+
+def parallel_advice(tp: int, dp: int, gpus_per_node: int, moe: bool, experts: int, mla: bool
+                    ) -> tuple[int, list[str], list[str]]:
+    """EP size, engine args and notes for DP replicas of TP GPUs: TRT-LLM's EP subdivides TP."""
+    if not (moe and tp > 1):
+        return 1, [], []
+    ep = math.gcd(tp, experts) if experts else tp
+    notes = [f"TRT-LLM: attention DP (--dp {tp}, enable_attention_dp) suits this MoE model on the "
+             "same GPUs",
+             f"{NAME} EP subdivides TP: ep {ep} divides tp {tp} (moe_tp {tp // ep} x ep {ep} "
+             f"= tp {tp}); whole experts per GPU avoid thin per-expert GEMM slices"]
+    return ep, [], notes
+
+
+def spec_data_parallel(dp: int, replicas_per_node: int) -> int:
+    """DP replicas one deployment holds: TRT-LLM's DP is attention DP over the TP ranks, so
+    replicas are copies behind a router."""
+    return 1
+
+
+def data_parallel_notes(dp: int, moe: bool) -> list[str]:
+    """Closing notes on how DP runs in this engine."""
+    return []

@@ -212,3 +212,53 @@ def _ray_start(spec: ServeSpec, address: str, head: str, alloc: Allocation, is_h
     for name, value in ports.ray_ports().items():
         argv += [f"--{name}", str(value)]
     return argv
+
+
+# --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
+
+LABEL = "vLLM"
+VENDORS = ("nvidia", "amd")
+SERVED_NAME = True
+PREFIX_CACHE = "vLLM V1 automatic prefix caching"
+ROUTER = "a router"
+
+
+def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
+                ) -> tuple[list[str], list[str]]:
+    """Engine args (and notes) for the context length, batch cap, weight quantization and KV dtype."""
+    args = ["--max-model-len", str(context)]
+    if max_batch is not None:
+        args += ["--max-num-seqs", str(max_batch)]
+    if quantize == "fp8":
+        args += ["--quantization", "fp8"]
+    if kv_fp8:
+        args += ["--kv-cache-dtype", "fp8"]
+    return args, []
+
+
+def parallel_advice(tp: int, dp: int, gpus_per_node: int, moe: bool, experts: int, mla: bool
+                    ) -> tuple[int, list[str], list[str]]:
+    """EP size, engine args and notes for DP replicas of TP GPUs: vLLM's EP spans TP x DP."""
+    if not (moe and tp > 1):
+        return 1, [], []
+    ep = tp * dp
+    notes = [f"vLLM EP = TP x DP = {ep}: experts spread over all {ep} GPUs of a stage, attention "
+             "stays TP" + ("; DP ranks step together in the MoE layers" if dp > 1 else "")]
+    if tp * dp > gpus_per_node:
+        notes.append(f"the EP group of {ep} GPUs spans nodes: every MoE layer's all-to-all crosses "
+                     "the inter-node fabric; for a model this size "
+                     f"{dp} independent TP{tp} replicas behind a router avoid that")
+    return ep, ["--enable-expert-parallel"], notes
+
+
+def spec_data_parallel(dp: int, replicas_per_node: int) -> int:
+    """DP replicas one deployment holds: vLLM runs every replica as engine-level DP."""
+    return dp
+
+
+def data_parallel_notes(dp: int, moe: bool) -> list[str]:
+    """Closing notes on how DP runs in this engine."""
+    if dp > 1 and not moe:
+        return [f"DP={dp} runs as one vLLM data-parallel deployment; independent replicas behind "
+                "a router scale out the same way and fail independently"]
+    return []

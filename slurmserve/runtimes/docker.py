@@ -92,6 +92,9 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
         "--ulimit", "stack=67108864",
         "--env-file", env_file,
     ]
+    # Every node's name resolves inside every container (Gloo/NCCL and c10d look peers up).
+    for peer in plan.nodes:
+        argv += ["--add-host", f"{peer.host}:{peer.address}"]
     if spec.gpus == "all":
         argv += ["--gpus", "all"]
     elif spec.gpus != "none":

@@ -12,7 +12,7 @@ case "$rank" in
     name=slurmserve-4242-0
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
-    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all)
     run_tail=(--entrypoint vllm registry.example/engine:1.0 serve meta-llama/Llama-3.1-70B-Instruct --tensor-parallel-size 16 --host 0.0.0.0 --port 8000 --nnodes 2 --node-rank 0 --master-addr 192.0.2.1 --master-port 24200)
     ;;
   1)
@@ -20,7 +20,7 @@ case "$rank" in
     name=slurmserve-4242-1
     log=/shared/logs/4242/node-1-gpu-2.log
     wait_for=()
-    run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=headless --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=headless --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all)
     run_tail=(--entrypoint vllm registry.example/engine:1.0 serve meta-llama/Llama-3.1-70B-Instruct --tensor-parallel-size 16 --host 0.0.0.0 --port 8000 --nnodes 2 --node-rank 1 --master-addr 192.0.2.1 --master-port 24200 --headless)
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;

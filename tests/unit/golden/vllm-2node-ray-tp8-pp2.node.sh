@@ -12,7 +12,7 @@ case "$rank" in
     name=slurmserve-4242-0
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
-    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=ray-head --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --gpus all --volume /shared/logs/4242/node-0:/slurmserve:ro)
+    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=ray-head --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all --volume /shared/logs/4242/node-0:/slurmserve:ro)
     run_tail=(--entrypoint bash registry.example/engine:1.0 /slurmserve/ray-head.sh)
     ;;
   1)
@@ -20,7 +20,7 @@ case "$rank" in
     name=slurmserve-4242-1
     log=/shared/logs/4242/node-1-gpu-2.log
     wait_for=(192.0.2.1:24201)
-    run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=ray-worker --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=ray-worker --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all)
     run_tail=(--entrypoint ray registry.example/engine:1.0 start --node-ip-address 192.0.2.2 --num-gpus 8 --disable-usage-stats --address 192.0.2.1:24201 --node-manager-port 24203 --object-manager-port 24204 --dashboard-agent-listen-port 24206 --dashboard-agent-grpc-port 24207 --metrics-export-port 24208 --runtime-env-agent-port 24209 --min-worker-port 24250 --max-worker-port 24299 --block)
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
