@@ -3,7 +3,9 @@ distribution, and two jobs sharing nodes. The stand-ins are test engines, not th
 
 from __future__ import annotations
 
+import json
 import signal
+import subprocess
 import time
 
 import pytest
@@ -193,3 +195,12 @@ def test_sbcast_stage_copies_once_to_node_local_storage(deploy, sandbox, standin
         for node in nodes:  # leave the image everywhere for the other tests
             sandbox.docker(node, "load", "-i", str(standin_tarball), timeout=600)
             sandbox.docker(node, "tag", image_id, tag, check=False)
+
+
+def test_api_checks_catch_a_broken_stream(deploy, sandbox):
+    d = deploy(1, "vllm", "org/tiny-model", "--env", "SLURMSERVE_STANDIN_FAULT=break-streaming")
+    d.wait_ready()
+    check = subprocess.run(["slurmserve", "test", "--job", d.job_id, "--json"],
+                           capture_output=True, text=True, timeout=120)
+    failed = [c["name"] for c in json.loads(check.stdout)["checks"] if c["status"] == "FAIL"]
+    assert failed == ["streaming"] and check.returncode == 1

@@ -54,6 +54,24 @@ def test_submit_status_stop_real_vllm(sandbox, vllm_tarball, tmp_path):
         row = json.loads(status.stdout)[0]
         assert (row["slurm_state"], row["status"], row["healthy"]) == ("RUNNING", "ready", True)
         assert _openai_chat(endpoint)
+        check = subprocess.run(["slurmserve", "test", "--job", job, "--json"],
+                               capture_output=True, text=True, timeout=300)
+        report = json.loads(check.stdout)
+        assert check.returncode == 0, check.stdout
+        results = {c["name"]: c["status"] for c in report["checks"]}
+        assert results["streaming"] == results["logprobs"] == results["metrics"] == "PASS"
+        assert results["sglang-generate"] == "SKIP"
+        out = tmp_path / "bench"
+        bench = subprocess.run(
+            ["slurmserve", "bench", "--job", job, "--type", "latency,concurrency", "--tiny",
+             "--tokenizer", "/models/tiny", "--out", str(out), "--json"],
+            capture_output=True, text=True, timeout=900)
+        assert bench.returncode == 0, bench.stderr[-3000:]
+        data = json.loads(bench.stdout)
+        assert data["results"] and all(r["completed"] > 0 and r["failed"] == 0
+                                       for r in data["results"])
+        assert (out / "results.json").exists()
+        assert (out / "concurrency-throughput-latency.png").stat().st_size > 10_000
         stop = subprocess.run(["slurmserve", "stop", job, "--json"], capture_output=True,
                               text=True, timeout=180)
         assert stop.returncode == 0, stop.stderr
