@@ -32,7 +32,9 @@ test: install lint sandbox-up
 	$(PYTHON) -m pytest -q --durations=15
 
 bench: install sandbox-up
-	$(PYTHON) benchmarks/run.py
+	$(PYTHON) benchmarks/cli_startup.py
+	$(PYTHON) benchmarks/cluster.py --nodes 1,2,3
+	$(PYTHON) benchmarks/report.py
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache .ruff_cache slurmserve-logs

@@ -1,0 +1,77 @@
+"""Render benchmarks/REPORT.md from the JSON results (targets and ratios side by side).
+
+    python benchmarks/cli_startup.py && python benchmarks/cluster.py && python benchmarks/report.py
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _load(name: str) -> dict:
+    path = HERE / "results" / name
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def main() -> None:
+    cli = _load("cli_startup.json")
+    cluster = _load("cluster.json")
+    lines = ["# slurmserve benchmarks", "",
+             "Measured on the sandbox (2 CPU cores shared by every node, no GPU; the stand-in "
+             "engine, so these are orchestration numbers, not engine numbers).",
+             "Reproduce: `make bench` (runs the three commands at the top of "
+             "`benchmarks/report.py`).", ""]
+    if cli:
+        lines += ["## CLI start-up (target: `render` under 0.3 s)", "",
+                  "| command | min s | median s | x `python -c pass` |", "|---|---|---|---|"]
+        for name, row in cli["commands"].items():
+            lines.append(f"| `{name}` | {row['min_s']:.3f} | {row['median_s']:.3f} | "
+                         f"{row['ratio_to_python']:.2f} |")
+        lines += ["", "In-process plan + render: " + ", ".join(
+            f"{k} {v:.2f} ms" for k, v in cli["in_process_ms"].items()), ""]
+    if cluster:
+        lines += ["## Orchestration overhead (target <= 1 s, flat in N)", "",
+                  "`slurmserve run` -> READY, next to the same containers started by hand on "
+                  "every node at once -> `/health` 200 (image already on the nodes).", "",
+                  "| nodes | slurmserve s | by hand s | overhead s |", "|---|---|---|---|"]
+        for row in cluster["overhead"]:
+            lines.append(f"| {row['nodes']} | {row['slurmserve_ready_s']:.2f} | "
+                         f"{row['by_hand_health_s']:.2f} | {row['overhead_s']:+.2f} |")
+        d = cluster["distribution"]
+        size = d["tarball_bytes"] / 1e9
+        lines += ["", f"## Image distribution ({d['nodes']} nodes, {size:.2f} GB tarball)", "",
+                  "| measure | slurmserve | by hand / reference | ratio | target |",
+                  "|---|---|---|---|---|",
+                  f"| parallel load, median of {d['rounds']} alternating rounds (s) | "
+                  f"{statistics.median(d['slurmserve_s']):.1f} | "
+                  f"{statistics.median(d['by_hand_parallel_s']):.1f} | "
+                  f"{d['ratio_of_medians']:.2f} | <= 1.1 |",
+                  f"| image already present (s per node) | {d['already_present_s_per_node']:.2f}"
+                  " | - | - | < 1 |",
+                  f"| bytes the nodes read from the shared path, direct | "
+                  f"{d['node_reads_from_shared_path_direct'] / 1e9:.2f} GB | "
+                  f"{d['nodes']} x {size:.2f} GB | - | - |",
+                  f"| same with `--stage sbcast` | "
+                  f"{d.get('node_reads_from_shared_path_sbcast', 0) / 1e9:.2f} GB (+ sbcast's one "
+                  f"pass, {size:.2f} GB) | - | - | - |", "",
+                  f"Rounds (s): slurmserve {d['slurmserve_s']}, by hand "
+                  f"{[round(x, 1) for x in d['by_hand_parallel_s']]}.", ""]
+        f = cluster["failure"]
+        t = cluster["teardown"]
+        lines += ["## Failure detection and teardown", "",
+                  "| measure | measured s | target s |", "|---|---|---|",
+                  f"| worker container killed during startup -> driver exit (code "
+                  f"{f['exit_code']}) | {f['kill_to_exit_s']:.2f} | <= 5 |",
+                  f"| Ctrl+C -> no container of ours on {t['nodes']} nodes | "
+                  f"{t['sigint_to_no_container_s']:.2f} | <= 10 |",
+                  f"| Ctrl+C -> driver exited | {t['sigint_to_exit_s']:.2f} | - |", ""]
+    (HERE / "REPORT.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
