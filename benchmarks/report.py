@@ -38,7 +38,9 @@ def main() -> None:
                   "`slurmserve run` -> READY, next to the same containers started by hand on "
                   "every node at once -> `/health` 200 (image already on the nodes).", "",
                   "| nodes | slurmserve s | by hand s | overhead s |", "|---|---|---|---|"]
-        for row in cluster["overhead"]:
+        big = _load("cluster-8nodes.json")
+        rows = cluster["overhead"] + [r for r in big.get("overhead", []) if r["nodes"] > 3]
+        for row in rows:
             lines.append(f"| {row['nodes']} | {row['slurmserve_ready_s']:.2f} | "
                          f"{row['by_hand_health_s']:.2f} | {row['overhead_s']:+.2f} |")
         d = cluster["distribution"]
@@ -68,7 +70,13 @@ def main() -> None:
                   f"{f['exit_code']}) | {f['kill_to_exit_s']:.2f} | <= 5 |",
                   f"| Ctrl+C -> no container of ours on {t['nodes']} nodes | "
                   f"{t['sigint_to_no_container_s']:.2f} | <= 10 |",
-                  f"| Ctrl+C -> driver exited | {t['sigint_to_exit_s']:.2f} | - |", ""]
+                  f"| Ctrl+C -> driver exited | {t['sigint_to_exit_s']:.2f} | - |"]
+        if big.get("teardown"):
+            bt = big["teardown"]
+            lines.append(f"| Ctrl+C -> no container of ours on {bt['nodes']} nodes | "
+                         f"{bt['sigint_to_no_container_s']:.2f} | <= 10 |")
+        lines += ["", "8-node rows: `sandbox up --nodes 8`, then `bench_overhead(..., [1, 4, 8])` "
+                  "and `bench_teardown` from benchmarks/cluster.py.", ""]
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

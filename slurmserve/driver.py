@@ -189,7 +189,8 @@ class Driver:
         script = render_template(
             "preflight.sh.j2", job_id=self.job.job_id, head_ip=head_ip,
             image_id=image if tarball else "", tarball=tarball.path if tarball else "",
-            device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB)
+            device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB,
+            stage_dir=spec.stage_dir)
         self.console.phase("preflight", f"checking {len(self.nodes)} node(s): "
                            f"{', '.join(self.nodes)}")
         code, out = self._step("preflight", script, timeout=120)
@@ -264,6 +265,11 @@ class Driver:
         staged = False
         use_sbcast = spec.stage == "sbcast" or (
             spec.stage == "auto" and tarball is not None and len(missing) >= SBCAST_MIN_NODES)
+        if tarball and use_sbcast and not self._stage_dir_is_node_local():
+            self.console.phase("image", f"{spec.stage_dir} is shared between nodes, so sbcast "
+                               "copies would collide: loading directly (--stage-dir sets a "
+                               "node-local directory)")
+            use_sbcast = False
         if tarball and use_sbcast:
             source = os.path.join(spec.stage_dir, f"slurmserve-{self.job.job_id}-image.tar"
                                   + (".gz" if tarball.compressed else ""))
@@ -302,6 +308,13 @@ class Driver:
                                  "nodes_loaded": len(missing), "shared_path_bytes": shared}
             self.console.phase("image", f"read {shared / 1e9:.2f} GB from {tarball.path}"
                                + (" once (sbcast fan-out)" if staged else ""))
+
+    def _stage_dir_is_node_local(self) -> bool:
+        script = render_template("stage_check.sh.j2", stage_dir=self.spec.stage_dir,
+                                 job_id=self.job.job_id)
+        _, out = self._step("stage-check", script, timeout=60)
+        counts = [f.get("markers", "") for f in parse_facts(out).values()]
+        return len(counts) == len(self.nodes) and all(c == "1" for c in counts)
 
     def launch(self, alloc: Allocation, image: str) -> None:
         spec = self.spec
@@ -452,7 +465,8 @@ class Driver:
 
     def _cleanup(self, job_ids: list[str]) -> int:
         """Remove containers labelled with these jobs on every node: the last word."""
-        script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB)
+        script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB,
+                                 stage_dir=self.spec.stage_dir)
         path = os.path.join(self.run_dir, "cleanup.sh")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(script)

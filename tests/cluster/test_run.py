@@ -204,3 +204,20 @@ def test_api_checks_catch_a_broken_stream(deploy, sandbox):
                            capture_output=True, text=True, timeout=120)
     failed = [c["name"] for c in json.loads(check.stdout)["checks"] if c["status"] == "FAIL"]
     assert failed == ["streaming"] and check.returncode == 1
+
+
+def test_sbcast_into_a_shared_directory_falls_back_to_direct_loading(deploy, sandbox,
+                                                                     standin_tarball):
+    image_id, tag = tarball_image(standin_tarball)
+    for node in ("n1", "n2"):
+        sandbox.docker(node, "rmi", "-f", image_id, check=False)
+    try:  # the sandbox's /tmp is one directory for all nodes, like a shared file system
+        d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2", "--stage",
+                   "sbcast", "--stage-dir", "/tmp", nodelist="n1,n2")
+        d.wait_ready()
+        assert "/tmp is shared between nodes" in d.err
+        assert d.state()["distribution"]["stage"] == "direct"
+    finally:
+        for node in ("n1", "n2"):
+            sandbox.docker(node, "load", "-i", str(standin_tarball), timeout=600)
+            sandbox.docker(node, "tag", image_id, tag, check=False)
