@@ -222,6 +222,13 @@ class Driver:
             if busy:
                 problems.append(f"{where}: port(s) {' '.join(map(str, sorted(busy)))} already in "
                                 "use; stop what holds them or choose another --port")
+            gpus = f.get("gpus", "none")
+            if spec.gpus != "none" and not gpus.isdigit():
+                problems.append(f"{where}: no NVIDIA GPUs visible (nvidia-smi missing); pass "
+                                "--gpus none to run without GPUs")
+            elif spec.gpus != "none" and int(gpus) < spec.gpus_per_node:
+                problems.append(f"{where}: {gpus} GPU(s) visible, the spec needs "
+                                f"{spec.gpus_per_node}; fix --gpus-per-node or the allocation")
             _, required = docker.device_globs(spec)
             if required and "uverbs" not in f.get("devices", ""):
                 problems.append(f"{where}: --fabric {spec.fabric} needs /dev/infiniband/uverbs* "

@@ -12,6 +12,18 @@ For `slurmserve plan` (configurator.py) each also exports the same sizing advice
 - `parallel_advice(tp, dp, gpus_per_node, moe, experts, mla) -> (ep, engine args, notes)`.
 - `spec_data_parallel(dp, replicas_per_node) -> int`: DP replicas one deployment holds.
 - `data_parallel_notes(dp, moe) -> notes`: how DP runs in this engine.
+
+For `slurmserve bench` (bench.py), the engine's own benchmark client:
+- `BENCH_CLIENT` (the command up to its backend), `BENCH_JSONL` (appends JSON lines, `.jsonl`).
+- `bench_random_args(input_len, output_len)`: the fixed-length random dataset, without downloads.
+- `bench_output_args(name, out, metrics, percentiles, goodput)`: where and what the client saves.
+- `bench_unify(raw) -> dict`: the client's result JSON under the unified (vLLM) key names.
+
+For `slurmserve test` (apicheck.py), the engine's API:
+- `OWNED_BY` (/v1/models `owned_by`), `DETECT_PATHS` (endpoints only this engine answers),
+  `METRICS_PREFIX`, `METRICS_JSON` (/metrics may be JSON stats), `METRICS_HINT`,
+  `FIXED_LENGTH_FIELDS` (request fields that force exactly max_tokens), `SEED_REPRODUCIBLE`,
+  `NATIVE_GENERATE` (serves SGLang's native /generate).
 Nothing outside `engines/` branches on the engine name.
 """
 
@@ -21,6 +33,7 @@ import importlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -153,3 +166,24 @@ def default_layout(spec: ServeSpec, tp: int | None, pp: int | None, dp: int | No
         total = spec.nodes * spec.gpus_per_node
         tp = max(1, total // (pp * dp))
     return tp, pp, dp
+
+
+def bench_save_args(out: Path, metrics: Sequence[str], percentiles: Sequence[int],
+                    goodput: Sequence[str]) -> list[str]:
+    """vLLM's benchmark_serving flags (TRT-LLM's is a fork): fixed lengths, the unified
+    percentiles, goodput SLOs (`ttft:MS`), detailed JSON saved at `out`."""
+    argv = ["--ignore-eos", "--percentile-metrics", ",".join(metrics),
+            "--metric-percentiles", ",".join(map(str, percentiles))]
+    if goodput:
+        argv += ["--goodput", *goodput]
+    return argv + ["--save-result", "--save-detailed", "--result-dir", str(out.parent),
+                   "--result-filename", out.name]
+
+
+def renamed(raw: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """`raw` with each `old` key also under its `new` name, unless `new` is already there."""
+    out = dict(raw)
+    for old, new in names.items():
+        if old in raw and new not in raw:
+            out[new] = raw[old]
+    return out

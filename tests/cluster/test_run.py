@@ -221,3 +221,23 @@ def test_sbcast_into_a_shared_directory_falls_back_to_direct_loading(deploy, san
         for node in ("n1", "n2"):
             sandbox.docker(node, "load", "-i", str(standin_tarball), timeout=600)
             sandbox.docker(node, "tag", image_id, tag, check=False)
+
+
+def test_preflight_failure_names_the_node_and_starts_nothing(sandbox, standin_tarball, tmp_path,
+                                                             containers):
+    _, tag = tarball_image(standin_tarball)
+    # A foreign server holding the port we are told to use, on the head node.
+    containers.run("n1", "port-holder", tag, "-m", "http.server", "23999",
+                   docker_args=["--network", "host", "--entrypoint", "python3"])
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and sandbox.exec(
+            "n1", "bash", "-c", "exec 3<>/dev/tcp/10.77.0.1/23999", check=False).returncode:
+        time.sleep(0.2)
+    d = Deployment(tmp_path, 2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2",
+                   "--image", str(standin_tarball), "--gpus-per-node", "1", "--port", "23999",
+                   nodelist="n1,n2")
+    assert d.wait(60) == 1
+    assert "preflight failed, nothing was started" in d.err
+    assert "node n1: no NVIDIA GPUs visible" in d.err and "--gpus none" in d.err
+    assert "node n1: port(s) 23999 already in use" in d.err
+    assert not our_containers(sandbox)
