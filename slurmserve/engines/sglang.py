@@ -10,11 +10,15 @@ a dummy 200, so readiness is polled on rank 0 only.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
 
 from ..errors import SpecError
 from ..spec import ServeSpec
 from ..topology import Allocation, ClusterPlan, NodePlan
-from . import NativeFlags, Parallel, default_layout, fit, merge, scan
+from . import NativeFlags, Parallel, default_layout, fit, merge, renamed, scan
 
 NAME = "sglang"
 DEFAULT_PORT = 30000
@@ -165,3 +169,44 @@ def spec_data_parallel(dp: int, replicas_per_node: int) -> int:
 def data_parallel_notes(dp: int, moe: bool) -> list[str]:
     """Closing notes on how DP runs in this engine."""
     return []
+
+
+# --- `slurmserve bench` and `slurmserve test` (bench.py and apicheck.py ask these) -----------
+
+BENCH_CLIENT = ("python3", "-m", "sglang.bench_serving", "--backend", "sglang")
+#: sglang.bench_serving appends one JSON line per run to its output file.
+BENCH_JSONL = True
+
+
+def bench_random_args(input_len: int | None, output_len: int | None) -> list[str]:
+    """`random-ids`: `random` would download ShareGPT for its text; a ratio of 1 fixes lengths."""
+    return ["--dataset-name", "random-ids", "--random-input-len", str(input_len),
+            "--random-output-len", str(output_len), "--random-range-ratio", "1"]
+
+
+def bench_output_args(name: str, out: Path, metrics: Sequence[str], percentiles: Sequence[int],
+                      goodput: Sequence[str]) -> list[str]:
+    """The JSON line with per-request details at `out`. No percentile or goodput flags: p90 and
+    goodput come from the details."""
+    return ["--output-file", str(out), "--output-details"]
+
+
+#: SGLang's result keys that have another name in vLLM's.
+_BENCH_KEYS = {**{f"{s}_e2e_latency_ms": f"{s}_e2el_ms" for s in ("mean", "median", "p50", "p90", "p99")},
+               "total_throughput": "total_token_throughput"}
+
+
+def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
+    """The client's result JSON under the unified (vLLM) names. It saves no per-request
+    latency: bench.py adds TTFT and the ITLs up instead."""
+    return renamed(raw, _BENCH_KEYS)
+
+
+OWNED_BY = "sglang"
+DETECT_PATHS = ("/get_model_info",)
+METRICS_PREFIX = "sglang:"
+METRICS_JSON = False
+METRICS_HINT = " (SGLang serves /metrics only with --enable-metrics)"
+FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
+SEED_REPRODUCIBLE = False
+NATIVE_GENERATE = True

@@ -11,13 +11,16 @@ EP subdivides TP (moe_tp x ep = tp); DP means attention DP over the TP ranks (dp
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from ..errors import SpecError
 from ..render import render_template
 from ..spec import ServeSpec
 from ..topology import Allocation, ClusterPlan, NodePlan, Readiness
-from . import NativeFlags, Parallel, default_layout, fit, merge, scan
+from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, renamed, scan
 
 NAME = "trtllm"
 DEFAULT_PORT = 8000
@@ -219,3 +222,41 @@ def spec_data_parallel(dp: int, replicas_per_node: int) -> int:
 def data_parallel_notes(dp: int, moe: bool) -> list[str]:
     """Closing notes on how DP runs in this engine."""
     return []
+
+
+# --- `slurmserve bench` and `slurmserve test` (bench.py and apicheck.py ask these) -----------
+
+BENCH_CLIENT = ("python3", "-m", "tensorrt_llm.serve.scripts.benchmark_serving", "--backend", "openai")
+BENCH_JSONL = False
+
+
+def bench_random_args(input_len: int | None, output_len: int | None) -> list[str]:
+    """--random-ids: token ids, instead of sampling (and downloading) ShareGPT text."""
+    return ["--dataset-name", "random", "--random-ids", "--random-input-len", str(input_len),
+            "--random-output-len", str(output_len), "--random-range-ratio", "0"]
+
+
+def bench_output_args(name: str, out: Path, metrics: Sequence[str], percentiles: Sequence[int],
+                      goodput: Sequence[str]) -> list[str]:
+    """Percentiles, goodput SLOs and the detailed JSON at `out` (the script is vLLM's fork)."""
+    return bench_save_args(out, metrics, percentiles, goodput)
+
+
+#: Per-request latencies are `e2els`; the goodput key has a stray colon.
+_BENCH_KEYS = {"e2els": "latencies", "request_goodput:": "request_goodput"}
+
+
+def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
+    """The client's result JSON under the unified (vLLM) names."""
+    return renamed(raw, _BENCH_KEYS)
+
+
+OWNED_BY = "tensorrt_llm"
+DETECT_PATHS: tuple[str, ...] = ()
+METRICS_PREFIX = "trtllm_"
+#: trtllm-serve's /metrics answers JSON iteration stats (a list), not Prometheus text.
+METRICS_JSON = True
+METRICS_HINT = ""
+FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
+SEED_REPRODUCIBLE = False
+NATIVE_GENERATE = False

@@ -16,11 +16,16 @@ Expert parallel: vLLM's EP size is TP x DP; `--ep` must equal that (or be left o
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
 from ..errors import SpecError
 from ..render import render_template
 from ..spec import ServeSpec
 from ..topology import Allocation, ClusterPlan, NodePlan
-from . import NativeFlags, Parallel, default_layout, fit, merge, scan
+from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, scan
 
 NAME = "vllm"
 DEFAULT_PORT = 8000
@@ -262,3 +267,38 @@ def data_parallel_notes(dp: int, moe: bool) -> list[str]:
         return [f"DP={dp} runs as one vLLM data-parallel deployment; independent replicas behind "
                 "a router scale out the same way and fail independently"]
     return []
+
+
+# --- `slurmserve bench` and `slurmserve test` (bench.py and apicheck.py ask these) -----------
+
+BENCH_CLIENT = ("vllm", "bench", "serve", "--backend", "openai")
+#: `vllm bench serve` writes one JSON file per run.
+BENCH_JSONL = False
+
+
+def bench_random_args(input_len: int | None, output_len: int | None) -> list[str]:
+    """The random dataset at fixed lengths (range ratio 0)."""
+    return ["--dataset-name", "random", "--random-input-len", str(input_len),
+            "--random-output-len", str(output_len), "--random-range-ratio", "0"]
+
+
+def bench_output_args(name: str, out: Path, metrics: Sequence[str], percentiles: Sequence[int],
+                      goodput: Sequence[str]) -> list[str]:
+    """Percentiles, goodput SLOs, the detailed JSON at `out`, and a label naming the point."""
+    return bench_save_args(out, metrics, percentiles, goodput) + ["--label", f"slurmserve-{name}"]
+
+
+def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
+    """The client's result JSON under the unified names: vLLM's own."""
+    return raw
+
+
+OWNED_BY = "vllm"
+DETECT_PATHS: tuple[str, ...] = ()
+METRICS_PREFIX = "vllm:"
+METRICS_JSON = False
+METRICS_HINT = ""
+FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
+#: A per-request `seed` is documented to reproduce a sampled output.
+SEED_REPRODUCIBLE = True
+NATIVE_GENERATE = False
