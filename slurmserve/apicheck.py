@@ -12,19 +12,16 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
+
+from . import engines
+from .spec import ENGINES
 
 if TYPE_CHECKING:
     import requests
 
-ENGINES = ("vllm", "sglang", "trtllm")
 PASS, FAIL, SKIP = "PASS", "FAIL", "SKIP"
-# /v1/models `owned_by` as each engine sets it.
-OWNED_BY = {"vllm": "vllm", "sglang": "sglang", "tensorrt_llm": "trtllm"}
-# OpenAI request fields that make the engine generate exactly max_tokens.
-FIXED_LENGTH_ENGINES = ("vllm", "sglang", "trtllm")
-# Engines whose per-request `seed` is documented to reproduce a sampled output.
-SEEDED_ENGINES = ("vllm",)
 PROMPT = "The capital of France is"
 TOKENS = 8
 
@@ -87,8 +84,18 @@ class Context:
     timeout: float
 
     @property
+    def adapter(self) -> ModuleType | None:
+        """The engine's module (engines/<name>.py), which knows its API; None when unknown."""
+        return engines.get(self.engine) if self.engine else None
+
+    @property
     def fixed_length(self) -> bool:
-        return self.engine in FIXED_LENGTH_ENGINES
+        return bool(self.adapter and self.adapter.FIXED_LENGTH_FIELDS)
+
+    @property
+    def seeded(self) -> bool:
+        """A per-request seed is documented to reproduce a sampled output."""
+        return bool(self.adapter and self.adapter.SEED_REPRODUCIBLE)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -109,8 +116,8 @@ class Context:
 
     def body(self, **fields: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "max_tokens": TOKENS, **fields}
-        if self.fixed_length:
-            out["ignore_eos"] = True
+        if self.adapter:
+            out.update(self.adapter.FIXED_LENGTH_FIELDS)
         return out
 
     def expect_tokens(self, usage: dict[str, Any] | None, wanted: int) -> str:
@@ -213,7 +220,7 @@ def check_sampling(ctx: Context) -> str:
     first, second = (ctx.call("/v1/completions", body) for _ in range(2))
     tokens = ctx.expect_tokens(first.get("usage"), wanted)
     texts = [_text(_choices(d, 1)[0]) for d in (first, second)]
-    if ctx.engine in SEEDED_ENGINES:
+    if ctx.seeded:
         if texts[0] != texts[1]:
             raise Fail(f"same seed, different text: {texts[0]!r} vs {texts[1]!r}")
         return f"temperature/top_p/seed accepted, {tokens}, same seed -> same text"
@@ -309,7 +316,7 @@ def _stop_string(text: str) -> str | None:
 def check_stop(ctx: Context) -> str:
     # A seeded sample gives varied text on any model; greedy random models repeat one token.
     body = ctx.body(prompt="Write a story", max_tokens=16, temperature=0.8, seed=11)
-    if ctx.engine not in SEEDED_ENGINES:
+    if not ctx.seeded:
         body = ctx.body(prompt="Write a story", max_tokens=16, temperature=0)
     original = _text(_choices(ctx.call("/v1/completions", body), 1)[0])
     stop = _stop_string(original)
@@ -341,23 +348,21 @@ def check_n(ctx: Context) -> str:
 
 
 def check_metrics(ctx: Context) -> str:
-    if ctx.engine is None:
+    adapter = ctx.adapter
+    if adapter is None:
         raise Skip("engine unknown: cannot tell which metrics to expect")
     response = ctx.get("/metrics", auth=False)
     if response.status_code != 200:
-        hint = " (SGLang serves /metrics only with --enable-metrics)" if ctx.engine == "sglang" else ""
-        raise Fail(f"/metrics answered HTTP {response.status_code}{hint}")
+        raise Fail(f"/metrics answered HTTP {response.status_code}{adapter.METRICS_HINT}")
     text = response.text
-    if ctx.engine == "trtllm":
+    if adapter.METRICS_JSON:
         try:
             stats = json.loads(text)
         except ValueError:
             stats = None
         if isinstance(stats, list):
             return f"iteration stats JSON ({len(stats)} entries)"
-        prefix = "trtllm_"
-    else:
-        prefix = f"{ctx.engine}:"
+    prefix = adapter.METRICS_PREFIX
     names = {line.split("{")[0].split()[0] for line in text.splitlines()
              if line.startswith(prefix)}
     if not names:
@@ -366,7 +371,7 @@ def check_metrics(ctx: Context) -> str:
 
 
 def check_sglang_generate(ctx: Context) -> str:
-    if ctx.engine != "sglang":
+    if not (ctx.adapter and ctx.adapter.NATIVE_GENERATE):
         raise Skip(f"SGLang-only endpoint (engine is {ctx.engine or 'unknown'})")
     params = {"max_new_tokens": TOKENS, "ignore_eos": True, "temperature": 0}
     data = ctx.call("/generate", {"text": PROMPT, "sampling_params": params})
@@ -405,22 +410,26 @@ def detect_engine(ctx: Context) -> tuple[str | None, str]:
     """(engine, how it was told) from /v1/models, SGLang's /get_model_info, then /metrics."""
     import requests
 
+    adapters = [(name, engines.get(name)) for name in ENGINES]
     try:
         data = ctx.get("/v1/models").json()
         for m in data.get("data") or []:
-            engine = OWNED_BY.get(str(m.get("owned_by")))
-            if engine:
-                return engine, f"detected: /v1/models owned_by={m['owned_by']}"
+            for name, adapter in adapters:
+                if str(m.get("owned_by")) == adapter.OWNED_BY:
+                    return name, f"detected: /v1/models owned_by={m['owned_by']}"
     except (requests.RequestException, ValueError, AttributeError):
         pass
     try:
-        if ctx.get("/get_model_info").status_code == 200:
-            return "sglang", "detected: /get_model_info"
+        for name, adapter in adapters:
+            for path in adapter.DETECT_PATHS:
+                if ctx.get(path).status_code == 200:
+                    return name, f"detected: {path}"
         response = ctx.get("/metrics", auth=False)
         if response.status_code == 200:
-            for engine, prefix in (("vllm", "vllm:"), ("sglang", "sglang:"), ("trtllm", "trtllm_")):
+            for name, adapter in adapters:
+                prefix = adapter.METRICS_PREFIX
                 if any(line.startswith(prefix) for line in response.text.splitlines()):
-                    return engine, f"detected: /metrics {prefix}"
+                    return name, f"detected: /metrics {prefix}"
     except requests.RequestException:
         pass
     return None, "not detected"
@@ -443,8 +452,11 @@ def run_checks(base_url: str, engine: str | None = None, model: str | None = Non
     """Run every check (or those named in `only`) against `base_url` and report each one."""
     import requests
 
-    if engine is not None and engine not in ENGINES:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine is not None:
+        try:
+            engines.get(engine)
+        except ValueError:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}") from None
     session = requests.Session()
     session.trust_env = False  # never send cluster-internal traffic through a proxy
     ctx = Context(session, base_url.rstrip("/"), engine, model,

@@ -16,10 +16,13 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
+from . import engines
+from .spec import ENGINES
+
 SUITES = ("throughput", "prefill", "decode", "latency", "concurrency", "sharegpt", "longctx")
-ENGINES = ("vllm", "sglang", "trtllm")
 METRICS = ("ttft", "tpot", "itl", "e2el")
 PERCENTILES = (50, 90, 99)
 RESULTS_FILE = "results.json"
@@ -142,8 +145,16 @@ class BenchConfig:
 # ---- client command lines -----------------------------------------------------------------------
 
 
+def _engine(name: str) -> ModuleType:
+    """The engine module that knows its client (engines/<name>.py); unknown names are a ValueError."""
+    try:
+        return engines.get(name)
+    except ValueError:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {name!r}") from None
+
+
 def result_name(engine: str, point: Point) -> str:
-    return f"{point.name}.jsonl" if engine == "sglang" else f"{point.name}.json"
+    return f"{point.name}.jsonl" if _engine(engine).BENCH_JSONL else f"{point.name}.json"
 
 
 def client_argv(engine: str, point: Point, base_url: str, model: str, out_path: str,
@@ -154,51 +165,22 @@ def client_argv(engine: str, point: Point, base_url: str, model: str, out_path: 
     (`client_env`).
     """
     cfg = config or BenchConfig()
-    out = Path(out_path)
-    head = {"vllm": ["vllm", "bench", "serve", "--backend", "openai"],
-            "sglang": ["python3", "-m", "sglang.bench_serving", "--backend", "sglang"],
-            "trtllm": ["python3", "-m", "tensorrt_llm.serve.scripts.benchmark_serving",
-                       "--backend", "openai"]}
-    if engine not in head:
-        raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
-    argv = [*head[engine], "--base-url", base_url.rstrip("/"), "--model", model]
+    adapter = _engine(engine)
+    argv = [*adapter.BENCH_CLIENT, "--base-url", base_url.rstrip("/"), "--model", model]
     if cfg.tokenizer:
         argv += ["--tokenizer", cfg.tokenizer]
     argv += ["--num-prompts", str(point.num_prompts), "--seed", str(cfg.seed), "--disable-tqdm"]
     if point.max_concurrency is not None:
         argv += ["--max-concurrency", str(point.max_concurrency)]
-    argv += _dataset_args(engine, point)
-    if engine == "sglang":
-        # No percentile/goodput flags: p90 and goodput come from the per-request details.
-        return argv + ["--output-file", str(out), "--output-details"]
-    argv += ["--ignore-eos", "--percentile-metrics", ",".join(METRICS),
-             "--metric-percentiles", ",".join(map(str, PERCENTILES))]
+    if point.dataset == "sharegpt":
+        argv += ["--dataset-name", "sharegpt", "--dataset-path", str(point.dataset_path)]
+        if point.output_len is not None:
+            argv += ["--sharegpt-output-len", str(point.output_len)]
+    else:
+        argv += adapter.bench_random_args(point.input_len, point.output_len)
     slos = [f"{k}:{v:g}" for k, v in (("ttft", cfg.slo_ttft_ms), ("tpot", cfg.slo_tpot_ms))
             if v is not None]
-    if slos:
-        argv += ["--goodput", *slos]
-    argv += ["--save-result", "--save-detailed", "--result-dir", str(out.parent),
-             "--result-filename", out.name]
-    if engine == "vllm":
-        argv += ["--label", f"slurmserve-{point.name}"]
-    return argv
-
-
-def _dataset_args(engine: str, point: Point) -> list[str]:
-    if point.dataset == "sharegpt":
-        args = ["--dataset-name", "sharegpt", "--dataset-path", str(point.dataset_path)]
-        if point.output_len is not None:
-            args += ["--sharegpt-output-len", str(point.output_len)]
-        return args
-    lengths = ["--random-input-len", str(point.input_len), "--random-output-len",
-               str(point.output_len)]
-    if engine == "sglang":
-        # `random` would download ShareGPT for its text; in SGLang a ratio of 1 means fixed lengths.
-        return ["--dataset-name", "random-ids", *lengths, "--random-range-ratio", "1"]
-    if engine == "trtllm":
-        # --random-ids: token ids, instead of sampling (and downloading) ShareGPT text.
-        return ["--dataset-name", "random", "--random-ids", *lengths, "--random-range-ratio", "0"]
-    return ["--dataset-name", "random", *lengths, "--random-range-ratio", "0"]
+    return argv + adapter.bench_output_args(point.name, Path(out_path), METRICS, PERCENTILES, slos)
 
 
 def client_env(api_key: str | None) -> dict[str, str]:
@@ -286,9 +268,9 @@ def percentile(values: list[float], p: float) -> float:
 
 
 def load_raw(engine: str, path: str | Path) -> dict[str, Any]:
-    """The client's JSON; SGLang appends JSON lines, so its last line is this run."""
+    """The client's JSON; a client that appends JSON lines (SGLang) has this run on its last line."""
     text = Path(path).read_text(encoding="utf-8")
-    if engine == "sglang":
+    if _engine(engine).BENCH_JSONL:
         lines = [line for line in text.splitlines() if line.strip()]
         if not lines:
             raise ValueError(f"{path} is empty")
@@ -306,11 +288,11 @@ def _requests(raw: dict[str, Any]) -> list[_Request] | None:
         return None
     itls = raw.get("itls") or [[] for _ in ttfts]
     errors = raw.get("errors") or [""] * len(ttfts)
-    latencies = raw.get("latencies") or raw.get("e2els")  # vLLM / TRT-LLM
+    latencies = raw.get("latencies")
     out = []
     for i, ttft in enumerate(ttfts):
         itl = tuple(itls[i] or ())
-        # SGLang saves no per-request latency: the last token arrives after TTFT + all ITLs.
+        # No per-request latency saved (SGLang): the last token arrives after TTFT + all ITLs.
         latency = latencies[i] if latencies else ttft + sum(itl)
         out.append(_Request(not errors[i] and output_lens[i] > 0, ttft or 0.0, latency or 0.0,
                             output_lens[i], itl))
@@ -318,14 +300,11 @@ def _requests(raw: dict[str, Any]) -> list[_Request] | None:
 
 
 def _stat(raw: dict[str, Any], metric: str, values: list[float] | None) -> Stat:
-    names = (metric, "e2e_latency") if metric == "e2el" else (metric,)
-
     def key(*candidates: str) -> float | None:
-        for name in names:
-            for c in candidates:
-                value = raw.get(c.format(name))
-                if isinstance(value, (int, float)):
-                    return float(value)
+        for c in candidates:
+            value = raw.get(c.format(metric))
+            if isinstance(value, (int, float)):
+                return float(value)
         return None
 
     def from_values(p: float | None) -> float | None:
@@ -345,7 +324,7 @@ def _stat(raw: dict[str, Any], metric: str, values: list[float] | None) -> Stat:
 def parse_result(engine: str, point: Point, path: str | Path, slo_ttft_ms: float | None = None,
                  slo_tpot_ms: float | None = None) -> Result:
     """One client JSON -> Result; failed requests or none completed make a failed run."""
-    raw = load_raw(engine, path)
+    raw = _engine(engine).bench_unify(load_raw(engine, path))
     reqs = _requests(raw)
     completed = int(raw.get("completed") or 0)
     expected = int(raw.get("num_prompts") or (len(reqs) if reqs else 0) or point.num_prompts)
@@ -357,7 +336,7 @@ def parse_result(engine: str, point: Point, path: str | Path, slo_ttft_ms: float
         "itl": [x for r in good for x in r.itl], "e2el": [r.latency for r in good],
     } if reqs else dict.fromkeys(METRICS)
     total_in, total_out = int(raw.get("total_input_tokens") or 0), int(raw.get("total_output_tokens") or 0)
-    total_tps = raw.get("total_token_throughput", raw.get("total_throughput"))
+    total_tps = raw.get("total_token_throughput")
     if total_tps is None and duration:
         total_tps = (total_in + total_out) / duration
     goodput, source = _goodput(raw, reqs, duration, slo_ttft_ms, slo_tpot_ms)
@@ -391,8 +370,7 @@ def _goodput(raw: dict[str, Any], reqs: list[_Request] | None, duration: float,
         good = sum(r.ok and (slo_ttft_ms is None or r.ttft * 1000 <= slo_ttft_ms)
                    and (slo_tpot_ms is None or r.tpot * 1000 <= slo_tpot_ms) for r in reqs)
         return good / duration, "per-request"
-    # TRT-LLM's script writes the key with a stray colon.
-    value = raw.get("request_goodput", raw.get("request_goodput:"))
+    value = raw.get("request_goodput")
     return (float(value), "client") if isinstance(value, (int, float)) else (None, None)
 
 

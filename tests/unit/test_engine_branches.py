@@ -12,18 +12,24 @@ from slurmserve import engines
 from slurmserve.spec import ENGINES
 
 PACKAGE = Path(slurmserve.__file__).parent
-#: Modules held to the rule. apicheck.py and bench.py still branch on engine names.
-CHECKED = ("configurator.py",)
-#: What configurator.py asks every engine module (see engines/__init__.py).
+#: Modules held to the rule.
+CHECKED = ("configurator.py", "bench.py", "apicheck.py")
+#: What configurator.py, bench.py and apicheck.py ask every engine module (see engines/__init__.py).
 ADVICE = ("LABEL", "VENDORS", "SERVED_NAME", "PREFIX_CACHE", "ROUTER", "tuning_args",
-          "parallel_advice", "spec_data_parallel", "data_parallel_notes")
+          "parallel_advice", "spec_data_parallel", "data_parallel_notes",
+          "BENCH_CLIENT", "BENCH_JSONL", "bench_random_args", "bench_output_args", "bench_unify",
+          "OWNED_BY", "DETECT_PATHS", "METRICS_PREFIX", "METRICS_JSON", "METRICS_HINT",
+          "FIXED_LENGTH_FIELDS", "SEED_REPRODUCIBLE", "NATIVE_GENERATE")
 
 
 def engine_branches(source: str) -> list[int]:
-    """Lines that compare with an engine name or `engine`, or key a dict or match by engine name."""
+    """Lines that compare with an engine name or `engine`, or key a dict or match by engine name.
+
+    `engine is None` (is an engine given at all) is no branch on its name.
+    """
     hits = []
     for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Compare):
+        if isinstance(node, ast.Compare) and not _is_none_test(node):
             parts = list(ast.walk(node))
             literals = {n.value for n in parts if isinstance(n, ast.Constant)}
             names = {n.id for n in parts if isinstance(n, ast.Name)}
@@ -37,6 +43,11 @@ def engine_branches(source: str) -> list[int]:
               and node.value.value in ENGINES):
             hits.append(node.lineno)
     return sorted(hits)
+
+
+def _is_none_test(node: ast.Compare) -> bool:
+    return (all(isinstance(op, (ast.Is, ast.IsNot)) for op in node.ops)
+            and all(isinstance(c, ast.Constant) and c.value is None for c in node.comparators))
 
 
 @pytest.mark.parametrize("module", CHECKED)
@@ -54,8 +65,12 @@ def test_detector_catches_the_old_patterns() -> None:
         'z = name in ("vllm", "sglang")\n'
         'match name:\n    case "trtllm":\n        pass\n'
         'default = "vllm"\n'  # a default value is not a branch
+        'if ctx.engine is None or engine is not None:\n    pass\n'  # given or not: no branch
+        'if ctx.engine in SEEDED_ENGINES:\n    pass\n'
+        'h = {"vllm": ["vllm", "bench"], "sglang": []}\n'
+        'if engine is None or ctx.engine != "sglang":\n    pass\n'
     )
-    assert engine_branches(source) == [1, 3, 4, 5, 7]
+    assert engine_branches(source) == [1, 3, 4, 5, 7, 12, 14, 15]
 
 
 @pytest.mark.parametrize("name", ENGINES)
@@ -68,3 +83,8 @@ def test_engines_export_the_same_advice(name: str) -> None:
     ep, _, _ = module.parallel_advice(1, 1, 8, False, 0, False)
     assert ep == 1
     assert 1 <= module.spec_data_parallel(4, 2) <= 4
+    dataset = module.bench_random_args(64, 16)
+    assert dataset[0] == "--dataset-name" and "64" in dataset and "16" in dataset
+    raw = {"completed": 1, "ttfts": [0.1], "latencies": [0.2]}
+    assert module.bench_unify(dict(raw)) == raw  # the unified names pass through
+    assert module.METRICS_PREFIX and dict(module.FIXED_LENGTH_FIELDS)
