@@ -35,7 +35,7 @@ FLAGS = NativeFlags(
         "served_model_name": ("--served-model-name",),
         "model": ("--model-path", "--model"),
     },
-    switches={"dp_attention": ("--enable-dp-attention",)},
+    switches={"dp_attention": ("--enable-dp-attention",), "metrics": ("--enable-metrics",)},
     owned=("--nnodes", "--node-rank", "--dist-init-addr", "--nccl-init-addr"),
 )
 
@@ -103,6 +103,9 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
     ):
         if needed and key not in native:
             argv += [flag, str(value)]
+    _, switches = scan(spec.engine_args, FLAGS)
+    if "metrics" not in switches:
+        argv.append("--enable-metrics")  # SGLang serves /metrics only when asked
     argv += list(spec.engine_args)
     nodes = alloc.nodes[: par.nodes]
     plans = []

@@ -13,7 +13,7 @@ case "$rank" in
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
     run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all)
-    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-dp-attention --nnodes 2 --node-rank 0 --dist-init-addr 192.0.2.1:24200)
+    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-metrics --enable-dp-attention --nnodes 2 --node-rank 0 --dist-init-addr 192.0.2.1:24200)
     ;;
   1)
     expected_host=gpu-2
@@ -21,7 +21,7 @@ case "$rank" in
     log=/shared/logs/4242/node-1-gpu-2.log
     wait_for=()
     run_opts=(docker run --rm --name slurmserve-4242-1 --label slurmserve.job=4242 --label slurmserve.rank=1 --label slurmserve.role=worker --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-1.env --add-host gpu-1:192.0.2.1 --add-host gpu-2:192.0.2.2 --gpus all)
-    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-dp-attention --nnodes 2 --node-rank 1 --dist-init-addr 192.0.2.1:24200)
+    run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path deepseek-ai/DeepSeek-V3 --tp-size 16 --dp-size 2 --host 0.0.0.0 --port 30000 --enable-metrics --enable-dp-attention --nnodes 2 --node-rank 1 --dist-init-addr 192.0.2.1:24200)
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
 esac
