@@ -17,12 +17,11 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import engines, images, launch, runner, slurm, state
 from .console import Console
-from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
+from .errors import EXIT_FAILURE, EXIT_OK, LaunchError, SpecError
 from .health import Prober
 from .render import render_template
 from .runtimes import docker
@@ -42,12 +41,6 @@ SERVE_STEP = "slurmserve-serve"
 
 class Stopped(Exception):
     """The user asked to stop (Ctrl+C, SIGTERM, scancel)."""
-
-
-@dataclass
-class NodeFacts:
-    rank: int
-    values: dict[str, str] = field(default_factory=dict)
 
 
 def parse_facts(text: str) -> dict[int, dict[str, str]]:
@@ -236,7 +229,7 @@ class Driver:
             address = f.get("address", "")
             try:
                 infos.append(NodeInfo(name, address, f.get("ifname") or "eth0"))
-            except Exception:
+            except SpecError:
                 problems.append(f"{where}: no address on the route to the head {head_ip} "
                                 f"(got '{address}'); check routing between the nodes")
         if problems:

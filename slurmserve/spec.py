@@ -130,7 +130,7 @@ def load_spec(config: str | os.PathLike[str] | None = None, *,
     data: dict[str, Any] = {**(defaults or {}), **(_read_yaml(config) if config else {})}
     slurm = dict(data.pop("slurm", None) or {})
     for key, value in overrides.items():
-        if value is None or (key == "engine_args" and not value and data.get("engine_args")):
+        if value is None:
             continue
         if key in SLURM_KEYS:
             slurm[key] = value
