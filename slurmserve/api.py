@@ -19,7 +19,7 @@ from .spec import ServeSpec, load_spec
 from .topology import Allocation, ClusterPlan, NodeInfo
 
 __all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe", "run",
-           "allocation_defaults"]
+           "allocation_defaults", "doctor"]
 
 PREVIEW_NET = "192.0.2"  # RFC 5737 documentation addresses: a preview never points anywhere real
 
@@ -93,3 +93,21 @@ def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
     driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=follow_logs,
                     emit=emit)
     return driver.run()
+
+
+def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
+    """Every preflight check of `run` on every node of the current allocation; starts nothing.
+
+    Returns the verdict (findings per node and check) and the node names.
+    """
+    from .console import Console
+    from .driver import Driver
+    from .slurm import current_job
+
+    driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=False)
+    os.makedirs(driver.run_dir, exist_ok=True)
+    try:
+        verdict, _ = driver.check()
+    finally:
+        driver._cleanup([driver.job.job_id])  # the staging-directory markers
+    return verdict, list(driver.nodes)

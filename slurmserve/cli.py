@@ -139,6 +139,31 @@ def run(quiet_logs: bool, quiet: bool, as_json: bool, **params: Any) -> None:
 
 @cli.command()
 @serve_options
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
+@_errors
+def doctor(as_json: bool, **params: Any) -> None:
+    """Run every preflight check of `run` on every node, start nothing, print node x check.
+
+    Inside an allocation it checks its nodes; elsewhere it asks SLURM for --nodes N first.
+    Exit code 0 only when every check passes.
+    """
+    if not os.environ.get("SLURM_JOB_ID"):
+        nodes = str(params.get("nodes") or 1)
+        os.execvp("salloc", ["salloc", f"--nodes={nodes}", "--quiet", sys.executable, "-m",
+                             "slurmserve", *sys.argv[1:]])
+    spec = _spec(params, defaults=api.allocation_defaults())
+    verdict, names = api.doctor(spec)
+    if as_json:
+        click.echo(json.dumps(verdict.to_dict(), indent=2))
+    else:
+        click.echo(verdict.table(names))
+        click.echo("all checks passed" if not verdict.failures
+                   else f"{len(verdict.failures)} check(s) failed")
+    sys.exit(0 if not verdict.failures else 1)
+
+
+@cli.command()
+@serve_options
 @click.option("--python", "python", help="Python with slurmserve on the nodes (default: this one).")
 @click.option("--no-wait", is_flag=True, help="Return once sbatch accepted the job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job (and endpoint) as JSON.")

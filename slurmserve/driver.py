@@ -19,9 +19,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import engines, images, launch, runner, slurm, state
+from . import engines, images, launch, preflight, runner, slurm, state
 from .console import Console
-from .errors import EXIT_FAILURE, EXIT_OK, LaunchError, SpecError
+from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
 from .health import Prober
 from .render import render_template
 from .runtimes import docker
@@ -166,7 +166,8 @@ class Driver:
         reader.join(5)
         return proc.returncode, "".join(lines)
 
-    def preflight(self) -> tuple[Allocation, str]:
+    def check(self) -> tuple[preflight.Verdict, str]:
+        """Run the preflight step on every node and judge it; starts nothing."""
         spec = self.spec
         head_ip = slurm.node_address(self.nodes[0])
         tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
@@ -187,58 +188,28 @@ class Driver:
         self.console.phase("preflight", f"checking {len(self.nodes)} node(s): "
                            f"{', '.join(self.nodes)}")
         code, out = self._step("preflight", script, timeout=120)
-        facts = parse_facts(out)
-        problems = []
-        infos = []
-        for rank, name in enumerate(self.nodes):
-            f = facts.get(rank, {})
-            where = f"node {name}"
-            if f.get("done") != "1":
-                problems.append(f"{where}: preflight did not complete (srun exit {code}): "
-                                f"{out.strip().splitlines()[-1:] or ['no output']}")
-                continue
-            if not f.get("docker", "").startswith("ok"):
-                problems.append(f"{where}: docker is not reachable ({f.get('docker')}); start "
-                                "dockerd or set DOCKER_HOST for job steps")
-            if tarball and f.get("tarball") != "readable":
-                problems.append(f"{where}: cannot read the image tarball {tarball.path}; put it on "
-                                "a file system every node mounts")
-            busy = {int(p) for p in f.get("busy_ports", "").split()}
-            if rank == 0 and draft.port in busy and not _port_is_explicit(spec) \
-                    and fallback not in busy:
-                # Another job serves on the engine's default port here: use this job's own.
-                self.console.phase("preflight", f"port {draft.port} is taken on {name}; "
-                                   f"serving on this job's port {fallback}")
-                self.spec = spec = dataclasses.replace(spec, port=fallback)
-                busy -= {draft.port}
-            busy.discard(fallback)
-            if busy:
-                problems.append(f"{where}: port(s) {' '.join(map(str, sorted(busy)))} already in "
-                                "use; stop what holds them or choose another --port")
-            gpus = f.get("gpus", "none")
-            if spec.gpus != "none" and not gpus.isdigit():
-                problems.append(f"{where}: no NVIDIA GPUs visible (nvidia-smi missing); pass "
-                                "--gpus none to run without GPUs")
-            elif spec.gpus != "none" and int(gpus) < spec.gpus_per_node:
-                problems.append(f"{where}: {gpus} GPU(s) visible, the spec needs "
-                                f"{spec.gpus_per_node}; fix --gpus-per-node or the allocation")
-            _, required = docker.device_globs(spec)
-            if required and "uverbs" not in f.get("devices", ""):
-                problems.append(f"{where}: --fabric {spec.fabric} needs /dev/infiniband/uverbs* "
-                                "and there is none; check the driver or use --fabric tcp")
-            address = f.get("address", "")
-            try:
-                infos.append(NodeInfo(name, address, f.get("ifname") or "eth0"))
-            except SpecError:
-                problems.append(f"{where}: no address on the route to the head {head_ip} "
-                                f"(got '{address}'); check routing between the nodes")
-        if problems:
-            raise LaunchError("preflight failed, nothing was started:\n  " + "\n  ".join(problems))
-        self.facts = facts
-        self._remove_leftovers(facts)
-        summary = ", ".join(f"{i.name}={i.address}/{i.ifname}" for i in infos)
+        self.facts = parse_facts(out)
+        note = f"srun exit {code}: " + (out.strip().splitlines()[-1:] or ["no output"])[0]
+        verdict = preflight.evaluate(spec, list(self.nodes), self.facts, head_ip, tarball,
+                                     draft.port, fallback, _port_is_explicit(spec), note)
+        return verdict, image
+
+    def preflight(self) -> tuple[Allocation, str]:
+        verdict, image = self.check()
+        if verdict.failures:
+            raise LaunchError("preflight failed, nothing was started:\n  "
+                              + "\n  ".join(f.line() for f in verdict.failures))
+        if verdict.port:
+            self.console.phase("preflight", f"port {self.plan_port()} is taken on "
+                               f"{self.nodes[0]}; serving on this job's port {verdict.port}")
+            self.spec = dataclasses.replace(self.spec, port=verdict.port)
+        self._remove_leftovers(self.facts)
+        summary = ", ".join(f"{i.name}={i.address}/{i.ifname}" for i in verdict.nodes)
         self.console.phase("preflight", f"ok: {summary}")
-        return Allocation(self.job.job_id, tuple(infos)), image
+        return Allocation(self.job.job_id, tuple(verdict.nodes)), image
+
+    def plan_port(self) -> int:
+        return engines.get(self.spec.engine).port(self.spec)
 
     def _remove_leftovers(self, facts: dict[int, dict[str, str]]) -> None:
         """Containers of ours from jobs that are over (field failure 12); others untouched."""

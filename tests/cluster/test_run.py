@@ -241,3 +241,19 @@ def test_preflight_failure_names_the_node_and_starts_nothing(sandbox, standin_ta
     assert "node n1: no NVIDIA GPUs visible" in d.err and "--gpus none" in d.err
     assert "node n1: port(s) 23999 already in use" in d.err
     assert not our_containers(sandbox)
+
+
+def test_doctor_checks_every_node_and_starts_nothing(sandbox, standin_tarball):
+    base = ["slurmserve", "doctor", "sglang", "org/tiny-model", "--image", str(standin_tarball),
+            "--nodes", "2", "--tp", "2", "--gpus-per-node", "1"]
+    ok = subprocess.run([*base, "--gpus", "none", "--json"], capture_output=True, text=True,
+                        timeout=120)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    verdict = json.loads(ok.stdout)
+    assert verdict["ok"] and len(verdict["nodes"]) == 2
+    assert {f["check"] for f in verdict["findings"]} >= {"route", "docker", "image", "ports"}
+    bad = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 1
+    assert "no NVIDIA GPUs visible" in bad.stdout and "--gpus none" in bad.stdout
+    assert bad.stdout.count("FAIL") >= 2  # the gpus cell of both nodes
+    assert not our_containers(sandbox)
