@@ -422,6 +422,11 @@ def plan_command(emit_config: str | None, list_presets: bool, as_json: bool, **p
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point: split engine args at the first `--`, then let click parse the rest."""
+    import faulthandler
+    import signal
+
+    if hasattr(signal, "SIGUSR1"):
+        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
     args = list(sys.argv[1:] if argv is None else argv)
     engine_args: list[str] = []
     if "--" in args:

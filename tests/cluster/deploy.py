@@ -80,6 +80,11 @@ class Deployment:
         try:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
+            try:  # the driver prints every thread's stack on SIGUSR1: show where it hangs
+                os.kill(self.driver_pid(), signal.SIGUSR1)
+                time.sleep(1)
+            except (OSError, AssertionError, KeyError, ValueError):
+                pass
             os.killpg(self.proc.pid, signal.SIGKILL)
             raise AssertionError(f"slurmserve run did not exit within {timeout}s\n{self.err}"
                                  ) from None

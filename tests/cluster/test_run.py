@@ -21,8 +21,9 @@ def deploy(sandbox, standin_tarball, tmp_path):
 
     def make(nodes: int, *args: str, **kw) -> Deployment:
         cut = args.index("--") if "--" in args else len(args)  # engine args stay last
-        d = Deployment(tmp_path / f"d{len(started)}", nodes, *args[:cut], "--image",
-                       str(standin_tarball), *STANDIN, *args[cut:], **kw)
+        # The test's own flags come after the defaults, so they win.
+        d = Deployment(tmp_path / f"d{len(started)}", nodes, "--image", str(standin_tarball),
+                       *STANDIN, *args[:cut], *args[cut:], **kw)
         started.append(d)
         return d
 
@@ -257,3 +258,29 @@ def test_doctor_checks_every_node_and_starts_nothing(sandbox, standin_tarball):
     assert "no NVIDIA GPUs visible" in bad.stdout and "--gpus none" in bad.stdout
     assert bad.stdout.count("FAIL") >= 2  # the gpus cell of both nodes
     assert not our_containers(sandbox)
+
+
+def test_health_without_generation_is_never_ready(deploy, sandbox):
+    d = deploy(1, "vllm", "org/tiny-model", "--health-timeout", "20",
+               "--env", "SLURMSERVE_STANDIN_FAULT=hang-generation")
+    code = d.wait(90)
+    assert code == 1 and "READY" not in d.out
+    assert "/health answers and the model is listed, but a 1-token completion failed" in d.err
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_leftovers_of_finished_jobs_are_removed_and_foreign_containers_kept(
+        deploy, sandbox, containers, standin_tarball):
+    _, tag = tarball_image(standin_tarball)
+    # A container labelled as ours by a job that no longer exists, and a foreign one.
+    sandbox.docker("n1", "run", "-d", "--name", "slurmserve-999999-0", "--label",
+                   "slurmserve.job=999999", "--entrypoint", "sleep", tag, "600")
+    foreign = containers.run("n1", "foreign", tag, "600", docker_args=["--entrypoint", "sleep"])
+    try:
+        d = deploy(1, "sglang", "org/tiny-model", nodelist="n1")
+        d.wait_ready()
+        assert "removed 1 leftover container(s) of finished job(s) 999999" in d.err
+        assert not our_containers(sandbox, "999999")
+        assert containers.running("n1", foreign)
+    finally:
+        sandbox.docker("n1", "rm", "-f", "slurmserve-999999-0", check=False)
