@@ -244,9 +244,9 @@ def test_preflight_failure_names_the_node_and_starts_nothing(sandbox, standin_ta
     assert not our_containers(sandbox)
 
 
-def test_doctor_checks_every_node_and_starts_nothing(sandbox, standin_tarball):
+def test_doctor_checks_every_node_and_starts_nothing(sandbox, standin_tarball, tmp_path):
     base = ["slurmserve", "doctor", "sglang", "org/tiny-model", "--image", str(standin_tarball),
-            "--nodes", "2", "--tp", "2", "--gpus-per-node", "1"]
+            "--nodes", "2", "--tp", "2", "--gpus-per-node", "1", "--log-dir", str(tmp_path)]
     ok = subprocess.run([*base, "--gpus", "none", "--json"], capture_output=True, text=True,
                         timeout=120)
     assert ok.returncode == 0, ok.stdout + ok.stderr
