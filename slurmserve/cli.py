@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -425,8 +426,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import faulthandler
     import signal
 
-    if hasattr(signal, "SIGUSR1"):
-        faulthandler.register(signal.SIGUSR1)  # `kill -USR1 PID` prints every thread's stack
+    # `kill -USR1 PID` prints every thread's stack: it shows where a run waits. Skipped
+    # without SIGUSR1 (not POSIX) or without a real stderr.
+    with contextlib.suppress(AttributeError, ValueError, OSError):
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__)
     args = list(sys.argv[1:] if argv is None else argv)
     engine_args: list[str] = []
     if "--" in args:

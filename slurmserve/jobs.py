@@ -73,10 +73,11 @@ def wait_ready(job_id: str, timeout: float, on_progress: Callable[[str], None] |
         if data.get("status") == "ready":
             return data
         if data.get("status") in TERMINAL or slurm_state not in slurm.ACTIVE_STATES:
+            batch_log = os.path.join(os.path.dirname(data.get("run_dir", "")),
+                                     f"slurmserve-{job_id}.out")
             raise LaunchError(f"job {job_id} ended before it was ready ({slurm_state.value}, "
                               f"{data.get('status')}); see `slurmserve logs {job_id}` and "
-                              f"{os.path.join(data.get('run_dir', ''), '..')}/slurmserve-"
-                              f"{job_id}.out")
+                              f"{batch_log}")
         if time.monotonic() > deadline:
             raise LaunchError(f"job {job_id} not ready after {timeout:g}s "
                               f"({slurm_state.value}); it keeps running: `slurmserve stop "
