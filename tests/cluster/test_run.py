@@ -284,3 +284,29 @@ def test_leftovers_of_finished_jobs_are_removed_and_foreign_containers_kept(
         assert containers.running("n1", foreign)
     finally:
         sandbox.docker("n1", "rm", "-f", "slurmserve-999999-0", check=False)
+
+
+def test_secrets_reach_every_container_but_no_argv_log_or_state(deploy, sandbox, tmp_path):
+    secret = "hf_secret_5f0c9b1e"
+    env_file = tmp_path / "hf.env"
+    env_file.write_text(f"HF_TOKEN={secret}\n")
+    env_file.chmod(0o600)
+    d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2",
+               "--env-file", str(env_file), "--env", "SLURMSERVE_MARK=on-every-node",
+               nodelist="n1,n2")
+    d.wait_ready()
+    for node in d.state()["nodes"]:
+        printed = sandbox.docker(node["host"], "exec", node["container"], "printenv",
+                                 "HF_TOKEN", "SLURMSERVE_MARK").stdout.split()
+        assert printed == [secret, "on-every-node"], node
+    processes = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert secret not in processes
+    run_dir = d.log_dir / d.job_id
+    env_files = list(run_dir.glob("node-*.env"))
+    assert env_files and all(p.stat().st_mode & 0o777 == 0o600 for p in env_files)
+    d.close()
+    assert not list(run_dir.glob("node-*.env")), "env files must be gone after teardown"
+    for path in run_dir.rglob("*"):
+        if path.is_file():
+            assert secret not in path.read_text(errors="replace"), path
+    assert secret not in d.out + d.err
