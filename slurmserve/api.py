@@ -109,5 +109,5 @@ def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
     try:
         verdict, _ = driver.check()
     finally:
-        driver._cleanup([driver.job.job_id])  # the staging-directory markers
+        driver.cleanup([driver.job.job_id])  # the staging-directory markers
     return verdict, list(driver.nodes)

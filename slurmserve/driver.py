@@ -221,7 +221,7 @@ class Driver:
         states = slurm.job_states(sorted(jobs))
         finished = sorted(j for j, s in states.items() if s not in slurm.ACTIVE_STATES)
         if finished:
-            removed = self._cleanup(finished)
+            removed = self.cleanup(finished)
             self.console.phase("preflight", f"removed {removed} leftover container(s) of "
                                f"finished job(s) {', '.join(finished)}")
 
@@ -409,7 +409,7 @@ class Driver:
         if self.proc is not None and self.proc.poll() is None:
             self.console.phase("teardown", "stopping containers on every node")
             self._stop_serving_step()
-        removed = self._cleanup([self.job.job_id]) if self.plan is not None else 0
+        removed = self.cleanup([self.job.job_id]) if self.plan is not None else 0
         if self.bundle is not None:
             _remove_secrets(self.bundle)
         self.status = "failed" if self.status == "failed" or self.failed else "stopped"
@@ -434,7 +434,7 @@ class Driver:
                 self.console.phase("teardown", f"step {step} still running; forcing it")
         _terminate(self.proc)
 
-    def _cleanup(self, job_ids: list[str]) -> int:
+    def cleanup(self, job_ids: list[str]) -> int:
         """Remove containers labelled with these jobs on every node: the last word."""
         script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB,
                                  stage_dir=self.spec.stage_dir)

@@ -93,10 +93,6 @@ class PortBlock:
     def ray_client(self) -> int:  # only when ray[client] is installed (head script checks)
         return self.base + 5
 
-    @property
-    def engine_internal(self) -> int:  # engine-internal extra port, e.g. VLLM_PORT
-        return self.base + 10
-
 
 @dataclass(frozen=True)
 class Readiness:

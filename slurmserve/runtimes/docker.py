@@ -1,7 +1,8 @@
 """Docker runtime: the `docker run` line for one node, and how to find and stop our containers.
 
 Podman, enroot or Apptainer would be siblings exporting the same names: `container_name`,
-`labels`, `run_argv`, `env_pairs`, `device_globs`, `list_argv`, `stop_argv`.
+`labels`, `run_argv`, `env_pairs`, `device_globs`. Finding and stopping our containers by
+label is shell, in the node, cleanup and preflight templates.
 """
 
 from __future__ import annotations
@@ -105,14 +106,3 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
         argv += ["--volume", f"{files_dir}:{FILES_DIR}:ro"]
     # The image's own entrypoint (e.g. `vllm serve` in vLLM's images) must not prefix ours.
     return argv, ["--entrypoint", node.command[0], image, *node.command[1:]]
-
-
-def list_argv(job_id: str | None = None) -> list[str]:
-    """`docker ps` for our containers (all jobs, or one), as `name<TAB>job<TAB>state`."""
-    selector = LABEL_JOB if job_id is None else f"{LABEL_JOB}={job_id}"
-    return ["docker", "ps", "--all", "--filter", f"label={selector}", "--format",
-            "{{.Names}}\t{{.Label \"" + LABEL_JOB + "\"}}\t{{.State}}"]
-
-
-def stop_argv(name: str, grace_s: int = 10) -> list[str]:
-    return ["docker", "stop", "--time", str(grace_s), name]
