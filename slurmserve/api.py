@@ -14,12 +14,13 @@ import sys
 from typing import Any
 
 from . import engines
+from .errors import SpecError
 from .render import render_template
-from .spec import ServeSpec, load_spec
+from .spec import ServeSpec, load_spec, spec_data
 from .topology import Allocation, ClusterPlan, NodeInfo
 
 __all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe", "run",
-           "allocation_defaults", "doctor"]
+           "allocation_defaults", "doctor", "spec_data"]
 
 PREVIEW_NET = "192.0.2"  # RFC 5737 documentation addresses: a preview never points anywhere real
 
@@ -71,21 +72,35 @@ def describe(spec: ServeSpec, allocation: Allocation | None = None) -> dict[str,
     }
 
 
-def allocation_defaults(env: dict[str, str] | None = None) -> dict[str, int]:
-    """Spec defaults the surrounding allocation implies: its node count and GPUs per node."""
+def allocation_defaults(env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Spec defaults the surrounding allocation implies: its node count and GPUs per node.
+
+    A value SLURM set that is no count stays text naming its variable, so the spec check
+    reports it (e.g. `--gpus-per-node: 'x (SLURM_GPUS_PER_NODE)' is not a whole number`) unless
+    a flag or the config file sets the field.
+    """
     env = dict(os.environ) if env is None else env
-    defaults: dict[str, int] = {}
-    if env.get("SLURM_JOB_NUM_NODES", "").isdigit():
-        defaults["nodes"] = int(env["SLURM_JOB_NUM_NODES"])
-    gpus = env.get("SLURM_GPUS_PER_NODE", "").rsplit(":", 1)[-1]
-    if gpus.isdigit():
-        defaults["gpus_per_node"] = int(gpus)
+    defaults: dict[str, Any] = {}
+    nodes = env.get("SLURM_JOB_NUM_NODES", "")
+    if nodes:
+        defaults["nodes"] = int(nodes) if nodes.isdigit() else f"{nodes} (SLURM_JOB_NUM_NODES)"
+    gpus = env.get("SLURM_GPUS_PER_NODE", "")
+    if gpus:
+        # [type:]count, or a list of them (volta:2,kepler:1): the node's GPUs are the sum.
+        counts = [part.rsplit(":", 1)[-1] for part in gpus.split(",")]
+        defaults["gpus_per_node"] = (sum(map(int, counts)) if all(c.isdigit() for c in counts)
+                                     else f"{gpus} (SLURM_GPUS_PER_NODE)")
     return defaults
 
 
 def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
         emit: Any = None) -> int:
     """Serve `spec` in the current allocation until stopped; returns the exit code."""
+    granted = os.environ.get("SLURM_JOB_NUM_NODES", "")
+    if granted.isdigit() and spec.nodes > int(granted):
+        raise SpecError("--nodes", f"{spec.nodes} node(s) asked, but this allocation has {granted} "
+                        "(SLURM_JOB_NUM_NODES)", f"use --nodes {granted}, or allocate more: "
+                        f"salloc -N {spec.nodes}")
     from .console import Console
     from .driver import Driver
     from .slurm import current_job

@@ -56,6 +56,9 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--mount", "mounts", multiple=True, help="SRC:DST[:ro] bind mount; repeatable."),
         click.option("--env", "env", multiple=True, help="KEY=VALUE for every container; repeatable."),
         click.option("--env-file", help="File of KEY=VALUE lines for every container (secrets)."),
+        click.option("--api-key", help="Require `Authorization: Bearer KEY` on /v1/*; the key "
+                     "comes from env:VAR or file:PATH (0600), never the command line. vLLM and "
+                     "SGLang only."),
         click.option("--fabric", help="auto|efa|ib|tcp (default auto)."),
         click.option("--gpus", help="GPU passthrough: all|none|0,1,... (default all)."),
         click.option("--health-timeout", type=float, help="Seconds to wait for ready (1800)."),
@@ -76,14 +79,65 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _spec(params: dict[str, Any], defaults: dict[str, Any] | None = None) -> Any:
+def _spec(params: dict[str, Any], defaults: dict[str, Any] | None = None, raw: bool = False
+          ) -> Any:
+    """The validated spec; `raw`: its merged fields only (the login host validates them)."""
     fields = dict(params)
     config = fields.pop("config", None)
     # Everything after `--`, split off by main() before click parsed the rest.
     fields["engine_args"] = tuple(click.get_current_context().obj or ()) or None
     for key in ("mounts", "env", "sbatch_args"):
         fields[key] = tuple(fields[key]) or None
+    if raw:
+        return api.spec_data(config, defaults=defaults, **fields)
     return api.load_spec(config, defaults=defaults, **fields)
+
+
+REMOTE_KEYS = ("remote", "accept_new_host_key", "ssh_config", "connect_timeout", "remote_python")
+
+
+def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """--remote and its SSH settings, for the commands a workstation runs on the cluster."""
+    options = [
+        click.option("--remote", envvar="SLURMSERVE_REMOTE",
+                     help="Run on the cluster over SSH: [user@]host[:port], a Host from "
+                     "~/.ssh/config, or a profile of ~/.config/slurmserve/config.yaml. Paths in "
+                     "the spec are then paths on the cluster [$SLURMSERVE_REMOTE]."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust and save the login host's key when known_hosts lacks it "
+                     "(a changed key is always refused)."),
+        click.option("--ssh-config", envvar="SLURMSERVE_SSH_CONFIG", type=click.Path(dir_okay=False),
+                     help="OpenSSH client config to read [$SLURMSERVE_SSH_CONFIG; ~/.ssh/config]."),
+        click.option("--connect-timeout", type=float,
+                     help="Seconds to wait for the login host (default: ConnectTimeout, else 10)."),
+        click.option("--remote-python", envvar="SLURMSERVE_REMOTE_PYTHON",
+                     help="Python with slurmserve on the login host (default: the profile's, "
+                     "else python3) [$SLURMSERVE_REMOTE_PYTHON]."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _cluster(params: dict[str, Any]) -> Any:
+    """The client for this command: local, or over SSH with --remote (keys popped from params)."""
+    from .client import Cluster
+
+    opts = {key: params.pop(key, None) for key in REMOTE_KEYS}
+    if not opts["remote"]:
+        return Cluster.local()
+    return Cluster.connect(opts["remote"], accept_new_host_key=bool(opts["accept_new_host_key"]),
+                           ssh_config=opts["ssh_config"], connect_timeout=opts["connect_timeout"],
+                           python=opts["remote_python"],
+                           notice=lambda text: click.echo(f"slurmserve: {text}", err=True))
+
+
+def _print_ready(job: Any, remote: str | None) -> None:
+    click.echo(f"READY {job.endpoint} model={job.model} job={job.id}")
+    if remote:
+        click.echo(f"  from here: slurmserve tunnel {job.id} --remote {remote}")
+    else:
+        click.echo(f"  OPENAI_BASE_URL={job.endpoint}/v1")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -168,37 +222,60 @@ def doctor(as_json: bool, **params: Any) -> None:
 @click.option("--python", "python", help="Python with slurmserve on the nodes (default: this one).")
 @click.option("--no-wait", is_flag=True, help="Return once sbatch accepted the job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job (and endpoint) as JSON.")
+@remote_options
 @_errors
 def submit(python: str | None, no_wait: bool, as_json: bool, **params: Any) -> None:
-    """Render the job script, sbatch it, and wait until it serves (unless --no-wait)."""
-    from . import jobs
+    """Render the job script, sbatch it, and wait until it serves (unless --no-wait).
 
-    spec = _spec(params)
-    job_id, run_dir = jobs.submit(spec, python=python)
-    info: dict[str, Any] = {"job": job_id, "run_dir": run_dir}
-    if not as_json:
-        click.echo(f"submitted job {job_id}; logs in {run_dir}", err=True)
-    if not no_wait:
-        data = jobs.wait_ready(job_id, timeout=spec.health_timeout + 3600,
-                               on_progress=None if as_json else lambda t: click.echo(t, err=True))
-        info.update(endpoint=data["endpoint"], model=data["model"], status=data["status"])
+    With --remote the login host renders and submits it: --image, --env-file, --mount and
+    --log-dir name paths on the cluster (relative ones: from your home directory there).
+    """
+    with _cluster(params) as cluster:
+        spec = _spec(params, raw=cluster.remote)
+        job = cluster.submit(spec, python=python, wait=False)
+        where = f" on {cluster.label}" if cluster.remote else ""
+        info: dict[str, Any] = {"job": job.id, "run_dir": job.run_dir}
         if not as_json:
-            click.echo(f"READY {data['endpoint']} model={data['model']} job={job_id}")
-            click.echo(f"  OPENAI_BASE_URL={data['endpoint']}/v1")
-    if as_json:
-        click.echo(json.dumps(info))
+            click.echo(f"submitted job {job.id}{where}; logs in {job.run_dir}", err=True)
+        if not no_wait:
+            job.wait_ready(on_progress=None if as_json else lambda t: click.echo(t, err=True))
+            info.update(endpoint=job.endpoint, model=job.model, status=job.state.get("status"))
+            if not as_json:
+                _print_ready(job, cluster.label if cluster.remote else None)
+        if as_json:
+            click.echo(json.dumps(info))
+
+
+@cli.command("wait")
+@click.argument("job_id")
+@click.option("--timeout", type=float, default=5400.0, show_default=True,
+              help="Seconds to wait for READY.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print progress and the final state as JSON lines.")
+@remote_options
+@_errors
+def wait_command(job_id: str, timeout: float, as_json: bool, **remote: Any) -> None:
+    """Wait until a submitted job serves, printing its progress; exit 1 if it ends first."""
+    with _cluster(remote) as cluster:
+        job = cluster.job(job_id)
+        if as_json:
+            job.wait_ready(timeout, on_progress=lambda t: click.echo(json.dumps({"progress": t})))
+            click.echo(json.dumps({"ready": job.state}))
+        else:
+            job.wait_ready(timeout, on_progress=lambda t: click.echo(t, err=True))
+            _print_ready(job, cluster.label if cluster.remote else None)
 
 
 @cli.command()
 @click.argument("job_ids", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
 @click.option("--no-health", is_flag=True, help="Skip the live health check.")
+@remote_options
 @_errors
-def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool) -> None:
+def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool, **remote: Any) -> None:
     """Our jobs: SLURM state, serving status, endpoint and a live health check."""
-    from . import jobs
-
-    rows = jobs.status(list(job_ids) or None, check_health=not no_health)
+    with _cluster(remote) as cluster:
+        rows = cluster.status(list(job_ids) or None, health=not no_health)
     if as_json:
         click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
         return
@@ -219,16 +296,21 @@ def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool) -> None:
 @click.argument("job_id")
 @click.option("--node", help="Only this node (rank or host name).")
 @click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@remote_options
 @_errors
-def logs(job_id: str, node: str | None, follow: bool) -> None:
+def logs(job_id: str, node: str | None, follow: bool, **remote: Any) -> None:
     """Print a job's container logs (all nodes, prefixed by host, or one node)."""
-    from . import jobs
-
-    try:
-        for line in jobs.follow(jobs.log_paths(job_id, node), job_id, follow):
-            click.echo(line)
-    except KeyboardInterrupt:
-        pass
+    with _cluster(remote) as cluster:
+        lines = cluster.job(job_id).logs(node, follow)
+        try:
+            for line in lines:
+                click.echo(line)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            close = getattr(lines, "close", None)
+            if close:
+                close()  # remotely this ends `logs -f` on the login host
 
 
 @cli.command()
@@ -236,12 +318,12 @@ def logs(job_id: str, node: str | None, follow: bool) -> None:
 @click.option("--timeout", type=float, default=90.0, show_default=True,
               help="Seconds to wait for a verified teardown.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON.")
+@remote_options
 @_errors
-def stop(job_id: str, timeout: float, as_json: bool) -> None:
+def stop(job_id: str, timeout: float, as_json: bool, **remote: Any) -> None:
     """Stop a job gracefully and verify that no container of it is left."""
-    from . import jobs
-
-    data = jobs.stop(job_id, timeout=timeout)
+    with _cluster(remote) as cluster:
+        data = cluster.job(job_id).stop(timeout=timeout)
     if as_json:
         click.echo(json.dumps(data, indent=2))
         return
@@ -251,20 +333,32 @@ def stop(job_id: str, timeout: float, as_json: bool) -> None:
                + f"; logs in {data.get('run_dir')}")
 
 
-def _target(url: str | None, job: str | None) -> tuple[str, dict[str, Any]]:
-    """The endpoint to test or benchmark: --url, or a job's state (its endpoint and engine)."""
-    from . import state
+def _target(url: str | None, job: str | None, cluster: Any) -> tuple[str, dict[str, Any]]:
+    """The endpoint to test or benchmark: --url, or a job's state (its endpoint and engine).
 
+    With --remote the URL is a tunnel through the login host to that endpoint.
+    """
     if bool(url) == bool(job):
         raise SpecError("--url/--job", "give exactly one of them",
                         "e.g. --job 1234 or --url http://HEAD:8000")
     if url:
-        return url.rstrip("/"), {}
-    data = state.read(job)
-    if data is None or not data.get("endpoint"):
-        raise SpecError("--job", f"no running slurmserve job {job} with an endpoint is known here",
-                        "see `slurmserve status`")
-    return data["endpoint"], data
+        return (cluster.forward(url).url if cluster.remote else url.rstrip("/")), {}
+    handle = cluster.job(job)
+    data = handle.info()
+    if not data.get("endpoint"):
+        raise SpecError("--job", f"no running slurmserve job {job} with an endpoint is known on "
+                        f"{cluster.label}", "see `slurmserve status`")
+    return (handle.url if cluster.remote else data["endpoint"]), data
+
+
+def _client_key(api_key: str | None, data: dict[str, Any]) -> str | None:
+    """--api-key typed on the command line, else the job's own key source, else $OPENAI_API_KEY."""
+    from . import apikey
+
+    typed = (click.get_current_context().get_parameter_source("api_key")
+             == click.core.ParameterSource.COMMANDLINE)
+    return apikey.for_client(api_key if typed else None, data.get("api_key"),
+                             None if typed else api_key)
 
 
 @cli.command("test")
@@ -272,21 +366,29 @@ def _target(url: str | None, job: str | None) -> tuple[str, dict[str, Any]]:
 @click.option("--job", help="A slurmserve job ID instead of --url.")
 @click.option("--model", help="Model name (default: from /v1/models).")
 @click.option("--engine", help="vllm|sglang|trtllm (default: detected).")
-@click.option("--api-key", envvar="OPENAI_API_KEY", help="Sent as Bearer token [$OPENAI_API_KEY].")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="Bearer token: env:VAR, file:PATH or the "
+              "key (default: the job's own key source, else $OPENAI_API_KEY).")
 @click.option("--only", help="Comma-separated check names.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@remote_options
 @_errors
 def test_command(url: str | None, job: str | None, model: str | None, engine: str | None,
-                 api_key: str | None, only: str | None, as_json: bool) -> None:
-    """Check that an endpoint behaves like an OpenAI server; exit code = failed checks."""
+                 api_key: str | None, only: str | None, as_json: bool, **remote: Any) -> None:
+    """Check that an endpoint behaves like an OpenAI server; exit code = failed checks.
+
+    With --remote the checks run here, through a tunnel via the login host.
+    """
     from . import apicheck
 
-    base, data = _target(url, job)
+    cluster = _cluster(remote)
+    base, data = _target(url, job, cluster)
+    api_key = _client_key(api_key, data)
     try:
         report = apicheck.run_checks(base, engine=engine or data.get("engine"), model=model,
                                      api_key=api_key, only=only.split(",") if only else None)
     except ValueError as exc:
         raise SpecError("--engine", str(exc), "use vllm, sglang or trtllm") from None
+    cluster.close()
     click.echo(json.dumps(report.to_dict(), indent=2) if as_json else report.table())
     sys.exit(min(report.failures, 125))
 
@@ -305,21 +407,32 @@ def test_command(url: str | None, job: str | None, model: str | None, engine: st
 @click.option("--slo-ttft-ms", type=float, help="Goodput: time-to-first-token SLO.")
 @click.option("--slo-tpot-ms", type=float, help="Goodput: time-per-output-token SLO.")
 @click.option("--tiny", is_flag=True, help="Small sizes (for tiny test models).")
-@click.option("--api-key", envvar="OPENAI_API_KEY", help="Sent by the client [$OPENAI_API_KEY].")
+@click.option("--api-key", envvar="OPENAI_API_KEY", help="Key the client sends: env:VAR, file:PATH "
+              "or the key (default: the job's own key source, else $OPENAI_API_KEY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
+@remote_options
 @click.pass_context
 @_errors
 def bench(ctx: click.Context, url: str | None, job: str | None, suites: str, out: str | None,
           model: str | None, engine: str | None, image: str | None, tokenizer: str | None,
           dataset: str | None, slo_ttft_ms: float | None, slo_tpot_ms: float | None, tiny: bool,
-          api_key: str | None, as_json: bool) -> None:
-    """Benchmark an endpoint with the engine's own client (`bench compare A B` compares)."""
+          api_key: str | None, as_json: bool, **remote: Any) -> None:
+    """Benchmark an endpoint with the engine's own client (`bench compare A B` compares).
+
+    With --remote --job JOB it runs on the cluster as there (beside the server; --image,
+    --dataset and --tokenizer are cluster paths) and copies the result folder here.
+    """
     if ctx.invoked_subcommand is not None:
         return
     from . import bench as benchmod
     from . import benchexec
 
-    base, data = _target(url, job)
+    cluster = _cluster(remote)
+    if cluster.remote:
+        with cluster:
+            sys.exit(_bench_remote(cluster, ctx.params, job, out, _client_key(api_key, {})))
+    base, data = _target(url, job, cluster)
+    api_key = _client_key(api_key, data)
     engine = engine or data.get("engine")
     image = image or data.get("image")
     if not engine or not image:
@@ -361,6 +474,74 @@ def bench(ctx: click.Context, url: str | None, job: str | None, suites: str, out
         for note in run_.notes:
             click.echo(f"note: {note}")
     sys.exit(1 if run_.failures else 0)
+
+
+def _bench_remote(cluster: Any, params: dict[str, Any], job: str | None, out: str | None,
+                  api_key: str | None) -> int:
+    """`slurmserve bench` on the login host, streamed here; its results copied back."""
+    if not job:
+        raise SpecError("--job", "bench with --remote needs --job", "e.g. --job 1234 --remote login")
+    flags = {"suites": "--type", "model": "--model", "engine": "--engine", "image": "--image",
+             "tokenizer": "--tokenizer", "dataset": "--dataset", "slo_ttft_ms": "--slo-ttft-ms",
+             "slo_tpot_ms": "--slo-tpot-ms"}
+    options = [a for key, flag in flags.items() if params.get(key) is not None
+               for a in (flag, str(params[key]))]
+    options += ["--tiny"] * bool(params.get("tiny")) + ["--json"] * bool(params.get("as_json"))
+    local_out = os.path.abspath(out or f"bench-{job}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+    def stderr(data: bytes) -> None:
+        sys.stderr.buffer.write(data)
+        sys.stderr.flush()
+
+    code = cluster.job(job).bench(options, local_out, api_key=api_key, on_line=click.echo,
+                                  on_stderr=stderr)
+    click.echo(f"results copied from {cluster.label} to {local_out}", err=True)
+    return code
+
+
+@cli.command("tunnel")
+@click.argument("job_id")
+@click.option("--local-port", type=int,
+              help="Port on 127.0.0.1 (default: the job's own port when free here, else any).")
+@remote_options
+@_errors
+def tunnel_command(job_id: str, local_port: int | None, **remote: Any) -> None:
+    """Forward a local port through the login host to a job's endpoint.
+
+    Prints OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and stays up until Ctrl+C (exit 0);
+    reconnects after a dropped connection; exits 1 with the reason when the job ends.
+    """
+    from .client import end_reason
+    from .errors import LaunchError
+    from .tunnel import supervise
+
+    with _cluster(remote) as cluster:
+        if not cluster.remote:
+            raise SpecError("--remote", "tunnel forwards from a workstation through a login host",
+                            f"give --remote HOST; on the cluster `slurmserve status {job_id}` "
+                            "shows the endpoint to use directly")
+        job = cluster.job(job_id)
+        st = job.status(health=False)
+        reason = end_reason(st)
+        if reason:
+            raise LaunchError(reason)
+        if not st.endpoint:
+            raise LaunchError(f"job {job_id} has no endpoint yet ({st.status}); wait for it: "
+                              f"`slurmserve wait {job_id} --remote {cluster.label}`")
+
+        def event(text: str) -> None:
+            click.echo(f"tunnel: {text}", err=True)
+
+        tun = job.tunnel(local_port, on_event=event, watch=False)
+        event(f"127.0.0.1:{tun.local_port} -> {cluster.label} -> {st.endpoint} (job {job_id}); "
+              "Ctrl+C closes it")
+        click.echo(f"OPENAI_BASE_URL={tun.url}/v1")
+        try:
+            reason = supervise(cluster.session, job.end_reason, on_event=event)
+        except KeyboardInterrupt:
+            event("closed")
+            return
+        raise LaunchError(reason or f"job {job_id} ended")
 
 
 @bench.command("compare")
@@ -435,7 +616,23 @@ def main(argv: Sequence[str] | None = None) -> None:
     if "--" in args:
         cut = args.index("--")
         args, engine_args = args[:cut], args[cut + 1:]
-    cli.main(args=args, prog_name="slurmserve", obj=engine_args)
+    try:
+        code = cli.main(args=args, prog_name="slurmserve", obj=engine_args, standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `slurmserve`: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        # One line naming the option, like every other bad input (exit 2).
+        where = exc.ctx.command_path if exc.ctx else "slurmserve"
+        message = " ".join(exc.format_message().split()).rstrip(".")
+        _fail(Exception(f"{message}; see `{where} --help`"), exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        click.echo("Aborted!", err=True)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

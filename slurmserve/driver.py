@@ -10,6 +10,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import engines, images, launch, preflight, runner, slurm, state
+from . import apikey, engines, images, launch, preflight, runner, slurm, state
 from .console import Console
 from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
 from .health import Prober
@@ -27,10 +28,11 @@ from .render import render_template
 from .runtimes import docker
 from .spec import ServeSpec
 from .state import STOP_MARKER
-from .topology import Allocation, ClusterPlan, NodeInfo
+from .topology import Allocation, ClusterPlan, ImageCheck, NodeInfo
 
 FACT = "SLURMSERVE_FACT"
 _FAILED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: FAILED: (.*)$")
+_STARTED = re.compile(r"^slurmserve\[(\d+)@[^\]]+\]: container \S+ started$")
 SBCAST_MIN_NODES = 4  # below this, N parallel reads of the shared path cost less than a fan-out
 STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
 GENERATE_TIMEOUT_S = 10.0
@@ -73,6 +75,9 @@ class Driver:
         self.status = "starting"
         self.started = time.monotonic()
         self.distribution: dict[str, Any] = {}
+        self.phase = "start"  # named in stop messages: which phase a signal interrupted
+        self.running: set[int] = set()  # ranks whose container started
+        self.unchecked: list[str] = []  # nodes the last cleanup could not check
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -89,6 +94,7 @@ class Driver:
         code = EXIT_FAILURE
         try:
             alloc, image = self.preflight()
+            self.plan = engines.get(self.spec.engine).plan(self.spec, alloc)
             self.distribute(image)
             self.launch(alloc, image)
             self.wait_ready()
@@ -111,9 +117,26 @@ class Driver:
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
         if not self.stop.is_set():
-            self.stop_reason = signal.Signals(signum).name
-            self.console.line(f"slurmserve: {self.stop_reason} received, stopping")
+            self.stop_reason = f"{signal.Signals(signum).name} during {self._phase_now()}"
+            self.console.line(f"slurmserve: {self.stop_reason}, stopping")
         self.stop.set()
+
+    def _phase_now(self) -> str:
+        if self.phase == "waiting for ready" and self.plan is not None \
+                and len(self.running) < len(self.plan.nodes):
+            return f"launch ({len(self.running)} of {len(self.plan.nodes)} containers started)"
+        return self.phase
+
+    def _job_ended(self) -> bool:
+        """The allocation is over (scancel, time limit): steps die and new ones are refused."""
+        state = slurm.job_states([self.job.job_id]).get(self.job.job_id)
+        if state in (slurm.JobState.RUNNING, None):
+            return False
+        if not self.stop.is_set():
+            self.stop_reason = f"job {self.job.job_id} ended ({state.value.lower()}: scancel or " \
+                               f"time limit) during {self._phase_now()}"
+            self.stop.set()
+        return True
 
     def _check(self) -> None:
         if not self.stop.is_set() and os.path.exists(os.path.join(self.run_dir, STOP_MARKER)):
@@ -127,9 +150,7 @@ class Driver:
             raise LaunchError("; ".join(f"node {host} (rank {rank}): {reason}"
                                         for rank, host, reason in self.failed))
         if self.proc is not None and self.proc.poll() is not None:
-            states = slurm.job_states([self.job.job_id])
-            if states.get(self.job.job_id) not in (slurm.JobState.RUNNING, None):
-                self.stop_reason = "job ended (scancel or time limit)"
+            if self._job_ended():
                 raise Stopped
             raise LaunchError(f"the serving step ended unexpectedly (srun exit {self.proc.poll()})")
 
@@ -164,6 +185,8 @@ class Driver:
                 raise LaunchError(f"{name} did not finish within {timeout:g}s")
             time.sleep(0.05)
         reader.join(5)
+        if proc.returncode != 0 and (self.stop.is_set() or self._job_ended()):
+            raise Stopped  # SLURM ended the step with the job: not a finding about the nodes
         return proc.returncode, "".join(lines)
 
     def check(self) -> tuple[preflight.Verdict, str]:
@@ -182,9 +205,10 @@ class Driver:
         globs, _ = docker.device_globs(spec)
         script = render_template(
             "preflight.sh.j2", job_id=self.job.job_id, head_ip=head_ip,
-            image_id=image if tarball else "", tarball=tarball.path if tarball else "",
+            image_id=image, tarball=tarball.path if tarball else "",
             device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB,
             stage_dir=spec.stage_dir)
+        self.phase = "preflight"
         self.console.phase("preflight", f"checking {len(self.nodes)} node(s): "
                            f"{', '.join(self.nodes)}")
         code, out = self._step("preflight", script, timeout=120)
@@ -226,11 +250,14 @@ class Driver:
                                f"finished job(s) {', '.join(finished)}")
 
     def distribute(self, image: str) -> None:
+        self.phase = "image load"
         spec = self.spec
         missing = [r for r, f in self.facts.items() if f.get("image") != "present"]
+        checks = self.plan.image_checks if self.plan else ()
         if not missing:
             self.console.phase("image", f"{image[:19]} already on every node: skipped")
-            return
+            if not checks:
+                return
         tarball = self.tarball
         source = tarball.path if tarball else image
         staged = False
@@ -249,12 +276,15 @@ class Driver:
                        timeout=3600, check=True)
             staged = True
         what = f"{tarball.size / 1e9:.2f} GB tarball" if tarball else "registry pull"
-        self.console.phase("image", f"loading {image[:19]} on {len(missing)} of "
-                           f"{len(self.nodes)} node(s) ({what}); others skip")
+        if missing:
+            self.console.phase("image", f"loading {image[:19]} on {len(missing)} of "
+                               f"{len(self.nodes)} node(s) ({what}); others skip")
         script = render_template(
             "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
-            compressed=bool(tarball and tarball.compressed), staged=staged)
+            compressed=bool(tarball and tarball.compressed), staged=staged, checks=checks,
+            label=f"{docker.LABEL_JOB}={self.job.job_id}")
         results: dict[int, str] = {}
+        found: dict[int, list[str]] = {}
 
         def on_line(line: str) -> None:
             parts = line.split("\t", 3)
@@ -264,13 +294,18 @@ class Driver:
             if key == "image":
                 results[rank] = value
                 unit = "s" if value.startswith("loaded") else ""
-                self.console.phase("image", f"{self.nodes[rank]}: {value}{unit}")
+                if value != "skipped":
+                    self.console.phase("image", f"{self.nodes[rank]}: {value}{unit}")
+            elif key == "check":
+                found.setdefault(rank, []).append(value)
 
         code, _ = self._step("distribute", script, on_line=on_line)
         errors = [f"node {self.nodes[r]}: {v}" for r, v in results.items() if v.startswith("error")]
         if code != 0 or errors:
-            raise LaunchError("image distribution failed:\n  " + "\n  ".join(
-                errors or [f"srun exit {code}"]))
+            raise LaunchError("image distribution failed, nothing was started:\n  " + "\n  ".join(
+                errors or [f"srun exit {code}"]) + _load_hint(" ".join(errors), tarball))
+        if checks:
+            self._judge_image_checks(checks, found)
         if tarball:
             # Each loading node reads the whole tarball; sbcast reads it once and fans out.
             # (benchmarks/cluster.py measures the real reads from /proc.)
@@ -279,6 +314,35 @@ class Driver:
                                  "nodes_loaded": len(missing), "shared_path_bytes": shared}
             self.console.phase("image", f"read {shared / 1e9:.2f} GB from {tarball.path}"
                                + (" once (sbcast fan-out)" if staged else ""))
+
+    def _judge_image_checks(self, checks: tuple[ImageCheck, ...], found: dict[int, list[str]]
+                            ) -> None:
+        """Every node's image must pass every check, with the same output (e.g. Ray version)."""
+        fixes = {c.name: c.fix for c in checks}
+        problems: list[str] = []
+        seen: dict[str, dict[str, list[str]]] = {}
+        for rank, host in enumerate(self.nodes):
+            results = dict(v.split(" ", 1) for v in found.get(rank, []) if " " in v)
+            if "image" in results:  # the checks could not run at all
+                problems.append(f"node {host}: {results['image'].removeprefix('fail ')}")
+                continue
+            for check in checks:
+                status, _, detail = results.get(check.name, "fail no result").partition(" ")
+                if status != "ok":
+                    problems.append(f"node {host}: image check `{check.command}` failed "
+                                    f"({detail}); {fixes[check.name]}")
+                else:
+                    seen.setdefault(check.name, {}).setdefault(detail, []).append(host)
+        for name, outputs in seen.items():
+            if len(outputs) > 1:
+                where = "; ".join(f"{', '.join(h)}: {o}" for o, h in outputs.items())
+                problems.append(f"the nodes' images differ in `{name}` ({where}); use one image "
+                                "(by ID) on every node")
+        if problems:
+            raise LaunchError("image check failed, nothing was started:\n  "
+                              + "\n  ".join(problems))
+        summary = ", ".join(f"{n} {next(iter(o))}" for n, o in seen.items())
+        self.console.phase("image", f"checked on {len(self.nodes)} node(s): {summary}")
 
     def _stage_dir_is_node_local(self) -> bool:
         script = render_template("stage_check.sh.j2", stage_dir=self.spec.stage_dir,
@@ -292,12 +356,12 @@ class Driver:
         self.image = image
         self.plan = plan = engines.get(spec.engine).plan(spec, alloc)
         self.bundle = bundle = launch.build(spec, plan, self.run_dir, image)
-        launch.write(bundle)
-        self._write_secrets(plan)
+        launch.write(bundle)  # env files and secrets 0600; removed at teardown
         roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)
         self.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
                            f"on {roles}")
         self._write_state()
+        self.phase = "launch"
         argv = slurm.srun_argv(self.job, ["bash", bundle.script_path], nodes=len(plan.nodes),
                                label=SERVE_STEP)
         self.proc = runner.start(argv)
@@ -312,6 +376,9 @@ class Driver:
         for line in self.proc.stdout:
             line = line.rstrip("\n")
             self.console.line(line)
+            started = _STARTED.match(line)
+            if started:
+                self.running.add(int(started[1]))
             match = _FAILED.match(line)
             if match and not self.stop.is_set():
                 if not self.failed:
@@ -331,26 +398,12 @@ class Driver:
                 pass
             time.sleep(0.2)
 
-    def _write_secrets(self, plan: ClusterPlan) -> None:
-        assert self.bundle is not None
-        needed = {name for node in plan.nodes for name in node.secrets}
-        if not needed:
-            return
-        private, public = _ssh_keypair()
-        for node in self.bundle.nodes:
-            secrets = plan.nodes[node.rank].secrets
-            if not secrets or node.files_dir is None:
-                continue
-            directory = os.path.join(node.files_dir, "secrets")
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            for name in secrets:
-                content = public if name.endswith(".pub") else private
-                launch.write_file(os.path.join(directory, name), content, 0o600)
-
     def wait_ready(self) -> None:
         assert self.plan is not None
+        self.phase = "waiting for ready"
         plan = self.plan
-        prober = Prober(plan.endpoint, plan.readiness)
+        prober = Prober(plan.endpoint, plan.readiness,
+                        api_key=self.bundle.api_key if self.bundle else None)
         deadline = time.monotonic() + self.spec.health_timeout
         last = "no answer yet"
         self.console.phase("ready?", f"polling {plan.endpoint}{plan.readiness.health_path}")
@@ -388,13 +441,16 @@ class Driver:
                            "max_tokens": 32})
         print(f"READY {endpoint} model={self.model} nodes={len(plan.nodes)} "
               f"engine={plan.engine} in {elapsed:.1f}s", flush=True)
-        print(f"  curl {endpoint}/v1/chat/completions -H 'Content-Type: application/json' "
-              f"-d '{body}'", flush=True)
+        auth = (f' -H "Authorization: Bearer {apikey.shell_ref(self.spec.api_key)}"'
+                if self.spec.api_key else "")
+        print(f"  curl {endpoint}/v1/chat/completions -H 'Content-Type: application/json'{auth} "
+              f"-d {shlex.quote(body)}", flush=True)
         print(f"  OPENAI_BASE_URL={endpoint}/v1", flush=True)
         print(f"  state: {path}", flush=True)
         self.emit({"event": "ready", **self._state()})
 
     def serve(self) -> None:
+        self.phase = "serving"
         self.console.phase("serving", "Ctrl+C or scancel to stop; logs in " + self.run_dir)
         while True:
             self._check()
@@ -409,15 +465,28 @@ class Driver:
         if self.proc is not None and self.proc.poll() is None:
             self.console.phase("teardown", "stopping containers on every node")
             self._stop_serving_step()
-        removed = self.cleanup([self.job.job_id]) if self.plan is not None else 0
+        removed = 0
+        if self.phase != "start" and self._job_ended():
+            # New steps are refused now; SLURM's SIGTERM made each node's task stop its container.
+            self.unchecked = [f"{n} (job ended, no cleanup step possible)" for n in self.nodes]
+        elif self.phase != "start":
+            removed = self.cleanup([self.job.job_id])
         if self.bundle is not None:
             _remove_secrets(self.bundle)
         self.status = "failed" if self.status == "failed" or self.failed else "stopped"
         if self.plan is not None:
             self._write_state(removed=removed)
         reason = f" ({self.stop_reason})" if self.stop_reason else ""
-        self.console.phase("teardown", f"done in {time.monotonic() - t0:.1f}s{reason}: no "
-                           f"container of job {self.job.job_id} left"
+        checked = [n for n in self.nodes if not any(u.startswith(f"{n} ") for u in self.unchecked)]
+        if not self.unchecked:
+            result = f"no container of job {self.job.job_id} left"
+        else:
+            result = (f"no container of job {self.job.job_id} left on "
+                      f"{', '.join(checked) or 'no node'}; could not check "
+                      f"{'; '.join(self.unchecked)}: a node's task stops its container when "
+                      "SLURM ends the step there (for a cut-off node: once it is back), and "
+                      "the next run removes leftovers by label")
+        self.console.phase("teardown", f"done in {time.monotonic() - t0:.1f}s{reason}: {result}"
                            + (f" (cleanup removed {removed})" if removed else "")
                            + f"; logs kept in {self.run_dir}")
         self.emit({"event": "stopped", **self._state()})
@@ -444,13 +513,17 @@ class Driver:
         try:
             result = runner.run(slurm.srun_argv(self.job, ["bash", path], nodes=len(self.nodes),
                                                 label="slurmserve-cleanup"), timeout=120)
+            facts = parse_facts(result.out)
         except LaunchError as exc:
             self.console.error(f"cleanup step failed: {exc}")
-            return 0
-        facts = parse_facts(result.out)
-        if len(facts) < len(self.nodes):
-            self.console.error("cleanup could not reach every node (the allocation may be gone); "
-                               "each node's task stops its own container on SIGTERM")
+            facts = {}
+        self.unchecked = []
+        for rank, host in enumerate(self.nodes):
+            fact = facts.get(rank, {})
+            if "removed" not in fact:
+                self.unchecked.append(f"{host} (no answer from its cleanup task: unreachable?)")
+            elif fact.get("docker", "").startswith("error"):
+                self.unchecked.append(f"{host} (docker {fact['docker']})")
         return sum(int(f.get("removed", "0")) for f in facts.values())
 
     def _show_failed_log(self) -> None:
@@ -475,22 +548,37 @@ class Driver:
             "job": self.job.job_id, "status": self.status, "engine": self.spec.engine,
             "model": getattr(self, "model", plan.model_name if plan else self.spec.model_name),
             "run_dir": self.run_dir, "driver_pid": os.getpid(), "driver_host": socket.gethostname(),
+            "api_key": self.spec.api_key,  # where the key comes from (env:VAR, file:PATH), never it
         }
         if plan is not None and bundle is not None:
             data.update(
                 image=self.image, endpoint=plan.endpoint, head=plan.head_address,
                 port=plan.port, mode=plan.mode,
-                nodes=[{"rank": n.rank, "host": n.host, "address": p.address, "role": p.role,
-                        "container": n.container, "log": n.log}
+                nodes=[{"rank": n.rank, "host": n.host, "address": p.address,
+                        "ifname": p.ifname, "role": p.role, "container": n.container,
+                        "log": n.log}
                        for n, p in zip(bundle.nodes, plan.nodes, strict=True)])
         if removed is not None:
             data["cleanup_removed"] = removed
+            if self.unchecked:
+                data["cleanup_unchecked"] = self.unchecked
         if self.distribution:
             data["distribution"] = self.distribution
         return data
 
     def _write_state(self, removed: int | None = None) -> str:
         return state.write(self.run_dir, self._state(removed))
+
+
+def _load_hint(errors: str, tarball: images.TarballImage | None) -> str:
+    """What to do about a failed load; the error text only picks the advice."""
+    if "no space left on device" in errors:
+        return ("\n  the node's docker data root is full: free space there (docker system df, "
+                "docker image prune), then re-run")
+    if tarball and "error: docker load failed" in errors:
+        return (f"\n  {tarball.path} looks corrupt or truncated: check it with `tar tf`, "
+                "re-create it with `docker save IMAGE -o FILE.tar`")
+    return ""
 
 
 def _port_is_explicit(spec: ServeSpec) -> bool:
@@ -523,16 +611,3 @@ def _remove_secrets(bundle: launch.Launch) -> None:
                 for name in os.listdir(secrets):
                     os.remove(os.path.join(secrets, name))
                 os.rmdir(secrets)
-
-
-def _ssh_keypair() -> tuple[str, str]:
-    """A per-job ed25519 key pair in OpenSSH format, for mpirun between node containers."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public + " slurmserve\n"

@@ -63,6 +63,8 @@ class Prober:
         try:
             response = self.session.post(self.endpoint + self.readiness.generate_path, json=body,
                                          timeout=timeout)
+            if response.status_code != 200:  # e.g. 401: the key is wrong
+                return Check(False, "generate", f"HTTP {response.status_code}")
             text = response.json()["choices"][0].get("text")
         except requests.Timeout:
             return Check(False, "generate", f"no answer to a 1-token completion in {timeout:g}s")

@@ -62,26 +62,37 @@ def _looks_like_docker_save(member: str) -> bool:
 
 
 def read_tarball(path: str) -> TarballImage:
-    """Image ID and tags from a tarball's manifest.json (streams .tar.gz; seeks in .tar)."""
+    """Image ID and tags from a tarball's manifest.json (streams .tar.gz; seeks in .tar).
+
+    Every member is read up to the manifest, so a truncated file or one missing a layer the
+    manifest names fails here, before any node is touched.
+    """
     with open(path, "rb") as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
+    fix = "re-create it with `docker save IMAGE -o FILE.tar`"
     try:
         if compressed:
             with gzip.open(path, "rb") as raw, tarfile.open(fileobj=raw, mode="r|") as tar:
-                manifest = _find_manifest(tar)
+                manifest, names = _find_manifest(tar)
         else:
             with tarfile.open(path, mode="r:") as tar:
-                manifest = _find_manifest(tar)
-    except (OSError, EOFError, tarfile.TarError, json.JSONDecodeError):
-        raise SpecError("image", f"{path} is not a readable `docker save` archive",
-                        "re-create it with `docker save IMAGE -o FILE.tar`") from None
+                manifest, names = _find_manifest(tar)
+    except (OSError, EOFError, tarfile.TarError, json.JSONDecodeError) as exc:
+        why = str(exc) or type(exc).__name__
+        what = "truncated" if isinstance(exc, EOFError) or "end of data" in why else "corrupt"
+        raise SpecError("image", f"{path} is {what}: reading it as a `docker save` archive "
+                        f"failed ({why})", fix) from None
     if manifest is None:
-        raise SpecError("image", f"{path} has no manifest.json, so it is not a `docker save` "
-                        "archive", "create it with `docker save IMAGE -o FILE.tar`")
+        raise SpecError("image", f"{path} has no manifest.json: it is truncated, or not a "
+                        "`docker save` archive", fix)
     if not isinstance(manifest, list) or len(manifest) != 1 or "Config" not in manifest[0]:
         raise SpecError("image", f"{path} must hold exactly one image",
                         "save one image per tarball: `docker save IMAGE -o FILE.tar`")
     entry = manifest[0]
+    absent = [m for m in [entry["Config"], *(entry.get("Layers") or [])] if m not in names]
+    if absent:
+        raise SpecError("image", f"{path} is incomplete: its manifest names {absent[0]}, which "
+                        "the archive does not hold", fix)
     digest = os.path.basename(entry["Config"]).removesuffix(".json")
     return TarballImage(
         path=os.path.abspath(path),
@@ -92,9 +103,17 @@ def read_tarball(path: str) -> TarballImage:
     )
 
 
-def _find_manifest(tar: tarfile.TarFile) -> object | None:
+def _find_manifest(tar: tarfile.TarFile) -> tuple[object | None, set[str]]:
+    """The parsed manifest.json, and the names of every member up to and including it."""
+    names: set[str] = set()
     for member in tar:
-        if member.name.lstrip("./") == "manifest.json":
+        name = member.name.removeprefix("./")
+        names.add(name)
+        if name == "manifest.json":
             fh = tar.extractfile(member)
-            return None if fh is None else json.loads(fh.read())
-    return None
+            if fh is None:
+                return None, names
+            manifest = json.loads(fh.read())
+            names.update(m.name.removeprefix("./") for m in tar)  # the rest, e.g. OCI blobs
+            return manifest, names
+    return None, names

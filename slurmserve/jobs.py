@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import runner, slurm, state
+from . import apikey, runner, slurm, state
 from .api import render_sbatch
 from .errors import LaunchError, SpecError
 from .spec import ServeSpec
@@ -27,6 +27,9 @@ class JobStatus:
     nodes: list[str]
     healthy: bool | None  # live /health check; None when not applicable
     run_dir: str | None
+    engine: str | None = None
+    image: str | None = None
+    api_key: str | None = None  # where the endpoint's key comes from (env:VAR, file:PATH)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,20 +100,23 @@ def status(job_ids: list[str] | None = None, check_health: bool = True) -> list[
             ours = "ended"  # the job is gone but its driver never wrote a final state
         healthy = None
         if check_health and data.get("endpoint") and slurm_state == slurm.JobState.RUNNING:
-            healthy = _healthy(data["endpoint"])
+            healthy = _healthy(data["endpoint"], apikey.try_read(data.get("api_key")))
         result.append(JobStatus(
             job=job_id, slurm_state=slurm_state.value, status=ours,
             endpoint=data.get("endpoint"), model=data.get("model"),
             nodes=[n["host"] for n in data.get("nodes", [])], healthy=healthy,
-            run_dir=data.get("run_dir")))
+            run_dir=data.get("run_dir"), engine=data.get("engine"), image=data.get("image"),
+            api_key=data.get("api_key")))
     return result
 
 
-def _healthy(endpoint: str) -> bool:
+def _healthy(endpoint: str, api_key: str | None = None) -> bool:
+    """/health answers 200 (with the job's key, read from its recorded source, when it has one)."""
     import requests
 
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        return requests.get(f"{endpoint}/health", timeout=2).status_code == 200
+        return requests.get(f"{endpoint}/health", headers=headers, timeout=2).status_code == 200
     except requests.RequestException:
         return False
 

@@ -1,13 +1,17 @@
 """Turn a ClusterPlan into the files one launch needs: node script, env files, mounted files.
 
-Pure rendering; `write` is the only function here that touches the disk.
+Pure rendering (plus reading the API key and making per-job ssh keys); `write` is the only
+function here that touches the disk. Secrets (env files, /slurmserve/secrets) are created 0600
+and removed at teardown (driver.py).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+from . import apikey, engines
+from .errors import LaunchError
 from .render import render_template
 from .runtimes import docker
 from .spec import ServeSpec, env_file_pairs
@@ -26,6 +30,10 @@ class NodeLaunch:
     env: tuple[tuple[str, str], ...]
     files_dir: str | None
     files: tuple[tuple[str, str], ...]
+    secrets: tuple[tuple[str, str], ...] = ()  # (name, content) in files_dir/secrets, 0600
+
+    def __repr__(self) -> str:  # env and secrets may hold secrets: never in a traceback or log
+        return f"NodeLaunch(rank={self.rank}, host={self.host!r}, container={self.container!r})"
 
 
 @dataclass(frozen=True)
@@ -35,6 +43,7 @@ class Launch:
     run_dir: str
     script: str
     nodes: tuple[NodeLaunch, ...]
+    api_key: str | None = field(default=None, repr=False)  # for the readiness probe
 
     @property
     def script_path(self) -> str:
@@ -46,6 +55,8 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
     user_env = list(spec.env)
     if spec.env_file:
         user_env = env_file_pairs(spec.env_file) + user_env
+    api_key = apikey.read(spec.api_key) if spec.api_key else None
+    secrets = secret_texts(plan, spec.engine, api_key)
     globs, required = docker.device_globs(spec)
     nodes: list[NodeLaunch] = []
     rendered: list[dict[str, object]] = []
@@ -57,8 +68,10 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
         launch = NodeLaunch(
             rank=node.rank, host=node.host, container=docker.container_name(plan.job_id, node.rank),
             log=os.path.join(run_dir, f"node-{node.rank}-{node.host}.log"), env_file=env_file,
-            env=tuple(docker.env_pairs(spec, node, user_env)), files_dir=files_dir,
-            files=node.files)
+            env=tuple(docker.env_pairs(spec, node, user_env)
+                      + [(var, secrets[name]) for var, name in node.secret_env]),
+            files_dir=files_dir, files=node.files,
+            secrets=tuple((name, secrets[name]) for name in node.secrets))
         nodes.append(launch)
         rendered.append(dict(rank=node.rank, host=node.host, name=launch.container,
                              log=launch.log, wait_for=list(node.wait_for), run_opts=opts,
@@ -67,7 +80,37 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
         "node.sh.j2", job_id=plan.job_id, nodes=rendered, device_globs=list(globs),
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
         stop_grace=STOP_GRACE_S, job_label=f"{docker.LABEL_JOB}={plan.job_id}")
-    return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes))
+    return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key)
+
+
+def secret_texts(plan: ClusterPlan, engine: str, api_key: str | None) -> dict[str, str]:
+    """Contents of the secrets the plan names: a per-job ssh key pair (MPI between containers),
+    the endpoint's API key as is (`api_key`) and in the engine's own files."""
+    texts: dict[str, str] = {}
+    names = {n for node in plan.nodes for n in node.secrets}
+    names |= {name for node in plan.nodes for _, name in node.secret_env}
+    if names & {"ssh_key", "ssh_key.pub"}:
+        texts["ssh_key"], texts["ssh_key.pub"] = ssh_keypair()
+    if api_key:
+        texts["api_key"] = api_key
+        texts.update(engines.get(engine).api_key_files(api_key))
+    missing = sorted(names - texts.keys())
+    if missing:
+        raise LaunchError(f"the plan needs secret(s) {', '.join(missing)} that nothing provides")
+    return texts
+
+
+def ssh_keypair() -> tuple[str, str]:
+    """A per-job ed25519 key pair in OpenSSH format, for mpirun between node containers."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public + " slurmserve\n"
 
 
 def env_file_text(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -85,6 +128,11 @@ def write(launch: Launch) -> None:
             os.makedirs(node.files_dir, exist_ok=True)
             for name, content in node.files:
                 write_file(os.path.join(node.files_dir, name), content, 0o644)
+        if node.files_dir and node.secrets:
+            directory = os.path.join(node.files_dir, "secrets")
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            for name, content in node.secrets:
+                write_file(os.path.join(directory, name), content, 0o600)
 
 
 def write_file(path: str, content: str, mode: int) -> None:

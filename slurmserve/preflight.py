@@ -61,6 +61,7 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
              port_explicit: bool, step_note: str = "") -> Verdict:
     verdict = Verdict()
     add = verdict.findings.append
+    held = _majority_image(facts) if tarball is None else None
     for rank, name in enumerate(names):
         f = facts.get(rank, {})
         if f.get("done") != "1":
@@ -84,6 +85,10 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
         if tarball and f.get("tarball") != "readable":
             add(Finding(name, "image", "fail", f"cannot read the image tarball {tarball.path}",
                         "put it on a file system every node mounts"))
+        elif held and f.get("held_id", held) != held:
+            add(Finding(name, "image", "fail", f"{spec.image} is {f['held_id'][:19]} here but "
+                        f"{held[:19]} on the other nodes", "give every node the same image: "
+                        "docker pull it everywhere, or pass a `docker save` tarball"))
         else:
             add(Finding(name, "image", "ok", "present" if f.get("image") == "present"
                         else "will be loaded"))
@@ -119,3 +124,10 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
                 f" (HTTP on the job's port {fallback_port})" if rank == 0 and verdict.port
                 else "")))
     return verdict
+
+
+def _majority_image(facts: dict[int, dict[str, str]]) -> str | None:
+    """The image ID most nodes hold under the spec's reference (None when none holds it)."""
+    ids = [f["held_id"] for f in facts.values() if f.get("held_id")]
+    head = facts.get(0, {}).get("held_id")
+    return max(ids, key=lambda i: (ids.count(i), i == head)) if ids else None

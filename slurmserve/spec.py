@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +25,10 @@ TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# Variable names that hold secrets: their values belong in --env-file, never in the spec (which
+# rendered scripts embed) or on a command line. TOKENIZERS_PARALLELISM is no token.
+_SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIALS?)"
+                          r"($|_)", re.IGNORECASE)
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(UNLIMITED|unlimited|INFINITE|infinite)$")
 _IMAGE_REF = re.compile(
@@ -82,6 +88,7 @@ class ServeSpec:
     mounts: tuple[Mount, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
     env_file: str | None = None
+    api_key: str | None = None  # where the endpoint's key comes from: env:VAR or file:PATH
     fabric: str = "auto"
     gpus: str = "all"
     health_timeout: float = 1800.0
@@ -127,8 +134,27 @@ def load_spec(config: str | os.PathLike[str] | None = None, *,
     Overrides that are None are ignored, so CLI flags left unset keep the file's values.
     Slurm options may be given flat (partition=...) or as slurm={...}.
     """
+    data = spec_data(config, defaults=defaults, **overrides)
+    data["slurm"] = _slurm_options(data["slurm"])
+    for required in ("engine", "model", "image"):
+        if not data.get(required):
+            raise SpecError(required, "is required", _REQUIRED_FIX[required])
+    return _validate(data)
+
+
+def spec_data(config: str | os.PathLike[str] | None = None, *,
+              defaults: Mapping[str, Any] | None = None, **overrides: Any) -> dict[str, Any]:
+    """The merged fields of `load_spec`, before validation: plain data, no file checks.
+
+    Remote mode sends this to the login host, whose `load_spec` validates it against the
+    cluster's files. `config` "-" reads the YAML (or JSON) from stdin.
+    """
     data: dict[str, Any] = {**(defaults or {}), **(_read_yaml(config) if config else {})}
-    slurm = dict(data.pop("slurm", None) or {})
+    slurm_data = data.pop("slurm", None) or {}
+    if not isinstance(slurm_data, Mapping):
+        raise SpecError("slurm", "expected a mapping of SLURM options",
+                        "write slurm: {partition: gpu, time: \"04:00:00\"}")
+    slurm = dict(slurm_data)
     for key, value in overrides.items():
         if value is None:
             continue
@@ -140,11 +166,8 @@ def load_spec(config: str | os.PathLike[str] | None = None, *,
             data[key] = value
     _reject_unknown(data, SPEC_KEYS, "")
     _reject_unknown(slurm, SLURM_KEYS, "slurm.")
-    data["slurm"] = _slurm_options(slurm)
-    for required in ("engine", "model", "image"):
-        if not data.get(required):
-            raise SpecError(required, "is required", _REQUIRED_FIX[required])
-    return _validate(data)
+    data["slurm"] = slurm
+    return data
 
 
 _REQUIRED_FIX = {
@@ -158,10 +181,17 @@ def _read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
     import yaml  # imported here: only --config needs it
 
     try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+        if str(path) == "-":
+            data = yaml.safe_load(sys.stdin)
+        else:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
     except FileNotFoundError:
         raise SpecError("--config", f"file not found: {path}", "check the path") from None
+    except OSError as exc:
+        raise SpecError("--config", f"cannot read {path}: {exc.strerror}", "check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError("--config", f"{path} is not UTF-8 text", "save it as UTF-8") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -202,10 +232,11 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         mounts=tuple(_mount(m) for m in _list("mounts", d.get("mounts", ()))),
         env=_env(d.get("env", ())),
         env_file=_opt(_env_file, "env_file", d.get("env_file")),
+        api_key=_opt(_api_key, "api_key", d.get("api_key")),
         fabric=_choice("fabric", d.get("fabric", "auto"), FABRICS),
         gpus=_gpus(d.get("gpus", "all")),
         health_timeout=_positive_float("health_timeout", d.get("health_timeout", 1800.0)),
-        log_dir=_text("log_dir", d.get("log_dir", "slurmserve-logs")),
+        log_dir=_log_dir(d.get("log_dir", "slurmserve-logs")),
         job_name=_name("job_name", d.get("job_name", "slurmserve")),
         stage=_choice("stage", d.get("stage", "auto"), STAGES),
         stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
@@ -311,8 +342,9 @@ def _positive_float(name: str, value: Any) -> float:
         number = float(value)
     except (TypeError, ValueError):
         raise SpecError(name, f"'{value}' is not a number", "give seconds, e.g. 1800") from None
-    if not number > 0:
-        raise SpecError(name, f"must be positive, got {value}", "give seconds, e.g. 1800")
+    if not 0 < number < math.inf:
+        raise SpecError(name, f"must be a positive finite number, got {value}",
+                        "give seconds, e.g. 1800")
     return number
 
 
@@ -386,25 +418,52 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
         if not _ENV_KEY.match(key):
             raise SpecError("--env", f"'{key}' is not a valid variable name",
                             "use letters, digits and _, not starting with a digit")
+        if _SECRET_NAME.search(key):
+            raise SpecError("--env", f"{key} looks like a secret, and a value given here is "
+                            "embedded in rendered scripts", f"put {key}=... in a 0600 file given "
+                            "as --env-file (API keys of the endpoint: --api-key)")
         result.append((key, _text(f"env {key}", "" if val is None else val, allow_empty=True)))
     return tuple(result)
+
+
+def _api_key(name: str, value: Any) -> str:
+    from . import apikey
+
+    return apikey.parse_source(value)
+
+
+def _log_dir(value: Any) -> str:
+    path = _text("log_dir", value)
+    if ":" in path or "," in path:
+        # Per-node files are bind-mounted from it (`docker --volume SRC:DST:ro`).
+        raise SpecError("--log-dir", f"'{path}' contains ':' or ','",
+                        "choose a directory whose path has neither")
+    return path
 
 
 def _env_file(name: str, value: Any) -> str:
     path = os.path.expanduser(_text("--env-file", value))
     try:
-        with open(path, encoding="utf-8") as fh:
-            lines = fh.read().splitlines()
+        lines = _env_file_lines(path)
     except OSError as exc:
         raise SpecError("--env-file", f"cannot read {path}: {exc.strerror}", "check the path") from None
+    except UnicodeDecodeError as exc:
+        raise SpecError("--env-file", f"{path} is not UTF-8 text (byte {exc.start})",
+                        "save it as UTF-8") from None
     for number, line in enumerate(lines, 1):
-        stripped = line.strip()
+        stripped = line.strip(" \t")
         if not stripped or stripped.startswith("#"):
             continue
         key = stripped.split("=", 1)[0]
+        # The line itself is never shown: it may hold a secret.
+        if key.startswith("export "):
+            raise SpecError("--env-file", f"{path} line {number} starts with `export`",
+                            "write plain KEY=VALUE lines, as docker reads them")
         if "=" not in stripped or not _ENV_KEY.match(key):
             raise SpecError("--env-file", f"{path} line {number} is not KEY=VALUE",
                             "fix or remove that line")
+        if "\x00" in stripped:
+            raise SpecError("--env-file", f"{path} line {number} holds a NUL byte", "remove it")
     return os.path.abspath(path)
 
 
@@ -419,13 +478,18 @@ def _gpus(value: Any) -> str:
     return ",".join(ids)
 
 
+def _env_file_lines(path: str) -> list[str]:
+    """Lines as docker reads an env file: split at \\n only (a value may hold U+2028 or \\f)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [line.removesuffix("\r") for line in fh.read().split("\n")]
+
+
 def env_file_pairs(path: str) -> list[tuple[str, str]]:
     """KEY=VALUE pairs of an env file (already validated by the spec)."""
     pairs = []
-    with open(path, encoding="utf-8") as fh:
-        for line in fh.read().splitlines():
-            stripped = line.strip()
-            if stripped and not stripped.startswith("#"):
-                key, value = stripped.split("=", 1)
-                pairs.append((key, value))
+    for line in _env_file_lines(path):
+        stripped = line.strip(" \t")
+        if stripped and not stripped.startswith("#"):
+            key, value = stripped.split("=", 1)
+            pairs.append((key, value))
     return pairs

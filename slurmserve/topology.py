@@ -116,10 +116,21 @@ class NodePlan:
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
     files: tuple[tuple[str, str], ...] = ()  # (name, content) mounted under /slurmserve/
-    secrets: tuple[str, ...] = ()  # per-job secret files the driver provides in /slurmserve/secrets
+    secrets: tuple[str, ...] = ()  # per-job secret files launch.py provides in /slurmserve/secrets
+    # (VAR, secret name): VAR holds that secret's value, in the node's 0600 env file only.
+    secret_env: tuple[tuple[str, str], ...] = ()
     wait_for: tuple[str, ...] = ()  # "IP:PORT" that must accept connections before start
     ports: tuple[int, ...] = ()  # ports this node must find free
     serves_http: bool = False
+
+
+@dataclass(frozen=True)
+class ImageCheck:
+    """A command run inside the image on every node before launch (field failure 14)."""
+
+    name: str
+    command: str  # shell, run by `sh -c` in a throwaway container of the image
+    fix: str
 
 
 @dataclass(frozen=True)
@@ -137,6 +148,7 @@ class ClusterPlan:
     nodes: tuple[NodePlan, ...]
     readiness: Readiness = field(default_factory=Readiness)
     notes: tuple[str, ...] = ()
+    image_checks: tuple[ImageCheck, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -147,5 +159,6 @@ class ClusterPlan:
         data["endpoint"] = self.endpoint
         for node in data["nodes"]:
             node["env"] = dict(node["env"])
+            node["secret_env"] = dict(node["secret_env"])
             node["files"] = dict(node["files"])
         return data

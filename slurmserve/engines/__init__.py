@@ -4,6 +4,9 @@ Every engine module exports the same three things, behind `get(name)`:
 - `validate(spec)`: engine rules (parallel sizes, modes, flags slurmserve owns); raises SpecError.
 - `resolve(spec) -> Parallel`: the parallel layout, unified flags merged with engine-native ones.
 - `plan(spec, allocation) -> ClusterPlan`: per-node roles, container commands and environment.
+- `api_key_files(key) -> {name: text}`: the per-job secret files (`NodePlan.secrets`) that carry
+  the endpoint's API key in the form the engine reads it (`NodePlan.secret_env` carries it in a
+  variable); `validate` refuses `--api-key` when the engine cannot require a key.
 
 For `slurmserve plan` (configurator.py) each also exports the same sizing advice:
 - `LABEL` (display name), `VENDORS` (GPU vendors it runs on), `SERVED_NAME` (takes a served model
@@ -105,6 +108,16 @@ def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[s
             switches.add(switch_alias[name])
         i += 1
     return values, switches
+
+
+def refuse_key_flags(spec: ServeSpec, flags: Sequence[str]) -> None:
+    """A key given to the engine after `--` would sit on every command line: refuse it."""
+    for arg in spec.engine_args:
+        name = arg.partition("=")[0]
+        if name in flags:
+            raise SpecError(f"{name} (after --)", "puts the key on the engine's command line "
+                            "(visible in `ps`, rendered scripts and state)",
+                            "give slurmserve --api-key env:VAR or file:PATH instead")
 
 
 _INT_KEYS = ("tp", "pp", "dp", "ep", "port")

@@ -9,6 +9,7 @@ a dummy 200, so readiness is polled on rank 0 only.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -18,11 +19,15 @@ from typing import Any
 from ..errors import SpecError
 from ..spec import ServeSpec
 from ..topology import Allocation, ClusterPlan, NodePlan
-from . import NativeFlags, Parallel, default_layout, fit, merge, renamed, scan
+from . import NativeFlags, Parallel, default_layout, fit, merge, refuse_key_flags, renamed, scan
 
 NAME = "sglang"
 DEFAULT_PORT = 30000
 MODES = ("auto",)
+#: SGLang takes its API key only as `--api-key` (no environment variable); `--config FILE` reads
+#: options from a YAML file inside the process, so the key stays out of every argv.
+API_KEY_FILE = "api-key.yaml"
+API_KEY_PATH = f"/slurmserve/secrets/{API_KEY_FILE}"
 
 FLAGS = NativeFlags(
     values={
@@ -44,7 +49,17 @@ def validate(spec: ServeSpec) -> None:
     if spec.launch_mode not in MODES:
         raise SpecError("--launch-mode", f"SGLang has one launch mode, not '{spec.launch_mode}'",
                         "leave --launch-mode at auto")
+    refuse_key_flags(spec, ("--api-key", "--admin-api-key"))
+    if spec.api_key and any(a.partition("=")[0] == "--config" for a in spec.engine_args):
+        raise SpecError("--config (after --)", "SGLang reads one --config file, and slurmserve "
+                        "passes the API key in it", "give those options after -- as flags, or "
+                        "drop --api-key")
     resolve(spec)
+
+
+def api_key_files(key: str) -> dict[str, str]:
+    """SGLang's `--config` YAML holding only the key (a JSON string is a YAML scalar)."""
+    return {API_KEY_FILE: f"api-key: {json.dumps(key)}\n"}
 
 
 def resolve(spec: ServeSpec) -> Parallel:
@@ -114,9 +129,13 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         if par.nodes > 1:
             command += ["--nnodes", str(par.nodes), "--node-rank", str(rank),
                         "--dist-init-addr", f"{head}:{rendezvous}"]
+        keyed = bool(spec.api_key) and rank == 0  # only rank 0 serves HTTP
+        if keyed:
+            command += ["--config", API_KEY_PATH]
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="head" if rank == 0 else "worker", command=tuple(command),
+            secrets=(API_KEY_FILE,) if keyed else (),
             ports=(http_port, rendezvous) if rank == 0 else (),
             serves_http=rank == 0))
     return ClusterPlan(

@@ -19,7 +19,7 @@ from typing import Any
 from ..errors import SpecError
 from ..render import render_template
 from ..spec import ServeSpec
-from ..topology import Allocation, ClusterPlan, NodePlan, Readiness
+from ..topology import Allocation, ClusterPlan, ImageCheck, NodePlan, Readiness
 from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, renamed, scan
 
 NAME = "trtllm"
@@ -50,7 +50,16 @@ def validate(spec: ServeSpec) -> None:
     if spec.served_model_name:
         raise SpecError("--served-model-name", "trtllm-serve serves the model under MODEL",
                         "drop --served-model-name for TRT-LLM")
+    if spec.api_key:
+        raise SpecError("--api-key", "trtllm-serve has no API key option, so its endpoint "
+                        "cannot require one", "drop --api-key for TRT-LLM, or put an "
+                        "authenticating proxy in front of the endpoint")
     resolve(spec)
+
+
+def api_key_files(key: str) -> dict[str, str]:
+    """None: validate() refuses an API key for TRT-LLM."""
+    return {}
 
 
 def _user_config(native: dict[str, str]) -> dict[str, Any]:
@@ -173,7 +182,18 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         head_address=head.address, port=http_port,
         # trtllm-serve may list a local checkpoint under another name: take what it lists.
         readiness=Readiness(exact_model_name=False),
-        world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans))
+        world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans),
+        image_checks=MPI_CHECKS if len(nodes) > 1 else MPI_CHECKS[:1])
+
+
+# What the MPI launch needs inside the image, checked on every node before launch (failure 15).
+MPI_CHECKS = (
+    ImageCheck("mpirun", "mpirun --version", "use a TensorRT-LLM image with Open MPI (NVIDIA's "
+               "release images have it)"),
+    ImageCheck("sshd", "test -x /usr/sbin/sshd && echo /usr/sbin/sshd",
+               "multi-node TRT-LLM starts MPI ranks over ssh between the containers: install "
+               "openssh-server in the image"),
+)
 
 
 # --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------

@@ -16,6 +16,7 @@ Expert parallel: vLLM's EP size is TP x DP; `--ep` must equal that (or be left o
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -23,13 +24,25 @@ from typing import Any
 
 from ..errors import SpecError
 from ..render import render_template
-from ..spec import ServeSpec
-from ..topology import Allocation, ClusterPlan, NodePlan
-from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, scan
+from ..spec import ServeSpec, env_file_pairs
+from ..topology import Allocation, ClusterPlan, ImageCheck, NodePlan
+from . import (
+    NativeFlags,
+    Parallel,
+    bench_save_args,
+    default_layout,
+    fit,
+    merge,
+    refuse_key_flags,
+    scan,
+)
 
 NAME = "vllm"
 DEFAULT_PORT = 8000
 MODES = ("auto", "single", "ray", "mp", "dp")
+#: vLLM's API server requires `Authorization: Bearer KEY` on /v1/* when this variable is set
+#: (vllm/entrypoints/openai/api_server.py: `envs.VLLM_API_KEY or args.api_key`).
+API_KEY_ENV = "VLLM_API_KEY"
 
 FLAGS = NativeFlags(
     values={
@@ -53,7 +66,18 @@ FLAGS = NativeFlags(
 
 
 def validate(spec: ServeSpec) -> None:
+    refuse_key_flags(spec, ("--api-key",))
+    if spec.api_key is None and spec.env_file and any(
+            key == API_KEY_ENV for key, _ in env_file_pairs(spec.env_file)):
+        raise SpecError("--env-file", f"{API_KEY_ENV} in it makes the endpoint require a key "
+                        "that slurmserve's readiness probe and `test` would not know",
+                        f"remove it and pass --api-key env:{API_KEY_ENV} or file:PATH")
     mode(spec, resolve(spec))
+
+
+def api_key_files(key: str) -> dict[str, str]:
+    """No files: the key travels in VLLM_API_KEY (NodePlan.secret_env)."""
+    return {}
 
 
 def resolve(spec: ServeSpec) -> Parallel:
@@ -175,11 +199,21 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
                 **common, role="dp-head" if rank == 0 else "dp-headless", command=tuple(argv),
                 env=tuple(env), ports=(http_port, ports.rendezvous) if rank == 0 else (),
                 serves_http=rank == 0))
+    if spec.api_key:
+        plans = [dataclasses.replace(p, secret_env=((API_KEY_ENV, "api_key"),))
+                 if p.serves_http else p for p in plans]
     return ClusterPlan(
         engine=NAME, mode=chosen, job_id=alloc.job_id,
         model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
         head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
-        nodes=tuple(plans))
+        nodes=tuple(plans), image_checks=RAY_CHECKS if chosen == "ray" else ())
+
+
+# Ray missing from, or differing between, the nodes' images (field failure 14) fails before launch.
+RAY_CHECKS = (
+    ImageCheck("ray", "ray --version", "use an image with Ray installed (vLLM's own images have "
+               "it) or --launch-mode mp, which needs no Ray"),
+)
 
 
 def _serve_argv(spec: ServeSpec, par: Parallel, native: dict[str, str], switches: set[str],

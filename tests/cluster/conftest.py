@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from deploy import STANDIN, Deployment, our_containers
 from sandboxlib import (
     BUILD,
     HERE,
@@ -82,3 +83,24 @@ def containers(sandbox: Sandbox) -> Iterator[Containers]:
         yield box
     finally:
         box.remove_all()
+
+
+
+@pytest.fixture
+def deploy(sandbox, standin_tarball, tmp_path):
+    started: list[Deployment] = []
+
+    def make(nodes: int, *args: str, **kw) -> Deployment:
+        cut = args.index("--") if "--" in args else len(args)  # engine args stay last
+        # The test's own flags come after the defaults, so they win.
+        d = Deployment(tmp_path / f"d{len(started)}", nodes, "--image", str(standin_tarball),
+                       *STANDIN, *args[:cut], *args[cut:], **kw)
+        started.append(d)
+        return d
+
+    yield make
+    for d in started:
+        d.close()
+    for d in started:
+        if d.log_dir.exists() and list(d.log_dir.glob("*/state.json")):
+            assert not our_containers(sandbox, d.job_id), "containers left after the test"

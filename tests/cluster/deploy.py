@@ -12,6 +12,8 @@ from pathlib import Path
 
 import requests
 
+# Flags every stand-in deployment needs: no GPUs here, one "GPU" per node for the plan.
+STANDIN = ("--gpus", "none", "--gpus-per-node", "1", "--health-timeout", "120")
 READY = re.compile(r"^READY (http://\S+) model=(\S+)")
 
 
@@ -68,6 +70,9 @@ class Deployment:
 
     @property
     def job_id(self) -> str:
+        granted = re.search(r"Granted job allocation (\d+)", self.err)
+        if granted:  # known even when the run failed before writing its state
+            return granted[1]
         return self.state()["job"]
 
     def driver_pid(self) -> int:

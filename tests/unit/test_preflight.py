@@ -63,3 +63,19 @@ def test_no_gpus_needed_with_gpus_none():
     verdict = _eval({0: dict(GOOD, gpus="none"), 1: dict(GOOD, gpus="none")},
                     spec=_spec(gpus="none", gpus_per_node=1, tp=2))
     assert not verdict.failures
+
+
+def test_one_tag_naming_different_images_on_the_nodes_fails_the_odd_node():
+    """Field failure 14: a registry reference pulled at different times differs per node."""
+    same = {0: dict(GOOD, image="present", held_id="sha256:aaa"),
+            1: dict(GOOD, image="present", held_id="sha256:aaa")}
+    assert not _eval(same).failures
+    differ = {0: dict(GOOD, image="present", held_id="sha256:aaa"),
+              1: dict(GOOD, image="present", held_id="sha256:bbb")}
+    [failure] = _eval(differ).failures
+    assert failure.node == "b" and failure.check == "image"
+    assert f"{IMG} is sha256:bbb here but sha256:aaa on the other nodes" in failure.line()
+    assert "docker pull it everywhere, or pass a `docker save` tarball" in failure.fix
+    # A tarball names its image by ID, so what a node held under the tag does not matter.
+    tarball = TarballImage("/shared/x.tar", "sha256:" + "0" * 64, (), False, 1)
+    assert not _eval(differ, tarball=tarball).failures

@@ -74,8 +74,10 @@ def test_user_values_reach_the_engine_literally(tmp_path_factory, model, served,
 
 
 def test_env_values_never_reach_argv(tmp_path):
+    secrets = tmp_path / "hf.env"
+    secrets.write_text("HF_TOKEN=hf_secret_value_123\n")
     spec = load_spec(engine="vllm", model="m", image="registry.example/engine:1", gpus_per_node=1,
-                     env=["HF_TOKEN=hf_secret_value_123"])
+                     env_file=str(secrets))
     argv = _run_node_script(tmp_path, spec)
     assert not any("hf_secret_value_123" in a for a in argv)
     env_file = Path(argv[argv.index("--env-file") + 1])

@@ -174,6 +174,19 @@ def test_sglang_constraints(argv: list[str], message: str) -> None:
         sglang_cli.plan(["--model-path", "m", *argv], {})
 
 
+def test_sglang_config_file_carries_options_outside_argv(tmp_path: Path) -> None:
+    cfg = tmp_path / "auth.yaml"
+    cfg.write_text('api-key: "k-$(x) \'q"\ntp_size: 2\nenable_metrics: true\n')
+    launch = sglang_cli.plan(["--model-path", "m", "--config", str(cfg), "--tp", "1"], {})
+    assert launch.api_key == "k-$(x) 'q"
+    assert launch.parallel["tp_size"] == 1  # the command line wins over the file
+    assert launch.metrics_enabled
+    with pytest.raises(StandinError, match="YAML or JSON"):
+        sglang_cli.plan(["--model-path", "m", "--config", str(tmp_path / "auth.txt")], {})
+    with pytest.raises(StandinError, match="Only one"):
+        sglang_cli.plan(["--model-path", "m", "--config", str(cfg), f"--config={cfg}"], {})
+
+
 def test_sglang_dp_attention_keeps_world_at_tp() -> None:
     launch = sglang_cli.plan(["--model-path", "m", "--tp", "8", "--dp", "2",
                               "--enable-dp-attention", "--nnodes", "2", "--dist-init-addr",
@@ -489,6 +502,26 @@ def test_api_key(api: server.ApiServer) -> None:
     assert call(api, "POST", "/v1/completions", {"prompt": "p"})[0] == 401
     assert call(api, "GET", "/health")[0] == 200
     assert call(api, "GET", "/metrics")[0] == 200
+
+
+def test_many_concurrent_streams_all_complete(api: server.ApiServer) -> None:
+    """More simultaneous connections than a default listen backlog (5) holds: none refused."""
+    results: list[Any] = []
+
+    def one() -> None:
+        try:
+            status, raw = call(api, "POST", "/v1/chat/completions", {
+                "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "stream": True})
+            results.append((status, events(raw)[-1]))
+        except OSError as exc:
+            results.append(exc)
+
+    threads = [threading.Thread(target=one) for _ in range(150)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [(200, "[DONE]")] * 150
 
 
 def test_metrics_count_requests(api: server.ApiServer) -> None:

@@ -60,6 +60,11 @@ done
 # A container with this job's name and label is ours from an earlier attempt of this job.
 stale=$(docker ps --all --quiet --filter "name=^/${name}\$" --filter "label=slurmserve.job=4242")
 [[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
+# The same name without our label is someone else's container: never touched.
+if [[ -n "$(docker ps --all --quiet --filter "name=^/${name}\$")" ]]; then
+  say "FAILED: a container named $name exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
+  exit 6
+fi
 
 stopping=0
 stop_container() {
@@ -76,13 +81,20 @@ say "container $name started"
 while true; do
   wait "$client" && code=0 || code=$?
   kill -0 "$client" 2>/dev/null || break
+  if (( stopping )); then
+    # A stop that came while docker was still creating the container found nothing to stop.
+    sleep 0.2
+    stop_container
+  fi
 done
 docker rm --force "$name" >/dev/null 2>&1 || true
 if (( stopping )); then
   say "container $name stopped on request"
   exit 0
 fi
-if (( code >= 125 && code <= 127 )); then
+if ! docker version >/dev/null 2>&1; then
+  say "FAILED: docker on $here stopped or does not answer (the client of container $name returned $code); restart dockerd there"
+elif (( code >= 125 && code <= 127 )); then
   say "FAILED: docker could not run the container (code $code): $(tail -n1 "$log")"
 else
   say "FAILED: container $name exited with code $code"

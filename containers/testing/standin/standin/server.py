@@ -64,6 +64,7 @@ class Stats:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 1024  # many clients connect at once (load tests); 5 would reset some
     allow_reuse_address = True
     app: ApiServer
 

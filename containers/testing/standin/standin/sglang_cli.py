@@ -39,8 +39,52 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def merge_config(argv: list[str]) -> list[str]:
+    """SGLang's `--config FILE` (YAML/JSON): its keys become flags placed before the command
+    line, which wins. Values read this way (e.g. `api-key`) never appear in the process's argv."""
+    if not any(a == "--config" or a.startswith("--config=") for a in argv):
+        return argv
+    rest: list[str] = []
+    paths: list[str] = []
+    i = 0
+    while i < len(argv):
+        name, eq, value = argv[i].partition("=")
+        if name == "--config":
+            if not eq and i + 1 == len(argv):
+                raise StandinError("No config file specified after --config flag!")
+            paths.append(value if eq else argv[i + 1])
+            i += 1 if eq else 2
+            continue
+        rest.append(argv[i])
+        i += 1
+    if len(paths) > 1:
+        raise StandinError("Multiple config files specified! Only one allowed.")
+    path = paths[0]
+    if not path.lower().endswith((".yaml", ".yml", ".json")):
+        raise StandinError(f"Config file must be YAML or JSON format, got: {path}")
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as e:
+        raise StandinError(f"Config file not found: {path} ({e.strerror})") from None
+    if not isinstance(data, dict):
+        raise StandinError("Config file must contain a dictionary at root level")
+    flags: list[str] = []
+    for key, value in data.items():
+        flag = "--" + str(key).replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, list):
+            flags += [flag, *map(str, value)]
+        elif value is not None and value is not False:
+            flags += [flag, str(value)]
+    return flags + rest
+
+
 def plan(argv: list[str], environ: Mapping[str, str]) -> Launch:
-    args, unknown = parser().parse_known_args(argv)
+    args, unknown = parser().parse_known_args(merge_config(argv))
     if not args.model_path:
         raise StandinError("the following arguments are required: --model-path")
     tp = int(args.tp_size or 1)

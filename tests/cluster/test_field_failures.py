@@ -1,0 +1,108 @@
+"""Field failures (README "What can go wrong") reproduced on the sandbox, caught or prevented.
+
+The others live where their subject does: two jobs, leftovers, hanging generation, secrets and
+side steps in test_run.py. The engines here are the stand-ins (containers/testing/), not the
+engines.
+"""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from deploy import our_containers
+from sandboxlib import SANDBOX, TEST_LABEL, load_image, tarball_image
+
+NO_RAY = "slurmserve-testing/standin:noray"
+MIXED = "slurmserve-testing/standin:mixed"
+
+
+@pytest.fixture(scope="module")
+def image_without_ray(sandbox, standin_tarball, tmp_path_factory):
+    """The stand-in image with Ray uninstalled, under the same ID on n1 and n2 (and the
+    full image tagged MIXED on n1, the Ray-less one under that tag on n2)."""
+    _, tag = tarball_image(standin_tarball)
+    for node in ("n1", "n2"):
+        load_image(sandbox, node, standin_tarball)
+    name = "sstest-noray-build"
+    sandbox.docker("n1", "rm", "-f", name, check=False)
+    sandbox.docker("n1", "run", "--name", name, "--label", TEST_LABEL, "--network", "none",
+                   "--entrypoint", "sh", tag, "-c", "pip uninstall --yes --quiet ray")
+    sandbox.docker("n1", "commit", name, NO_RAY)
+    sandbox.docker("n1", "rm", name)
+    saved = tmp_path_factory.mktemp("noray") / "noray.tar"
+    sandbox.docker("n1", "save", "--output", str(saved), NO_RAY, timeout=300)
+    sandbox.docker("n2", "load", "--input", str(saved), timeout=300)
+    saved.unlink()
+    sandbox.docker("n1", "tag", tag, MIXED)
+    sandbox.docker("n2", "tag", NO_RAY, MIXED)
+    yield NO_RAY
+    for node in ("n1", "n2"):
+        sandbox.docker(node, "rmi", MIXED, NO_RAY, check=False)
+
+
+def test_image_without_ray_fails_before_launch_naming_each_node(deploy, sandbox,
+                                                               image_without_ray):
+    d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2",
+               "--image", image_without_ray, nodelist="n1,n2")
+    assert d.wait(120) == 1, d.err
+    for node in ("n1", "n2"):
+        assert f"node {node}: image check `ray --version` failed" in d.err, d.err
+    assert "--launch-mode mp, which needs no Ray" in d.err
+    assert "nothing was started" in d.err
+    assert "] launch" not in d.err
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_one_tag_naming_different_images_fails_preflight_naming_the_node(deploy, sandbox,
+                                                                        image_without_ray):
+    d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2", "--image", MIXED,
+               nodelist="n1,n2")
+    assert d.wait(120) == 1, d.err
+    assert "preflight failed, nothing was started" in d.err, d.err
+    assert f"node n2: {MIXED} is sha256:" in d.err
+    assert "docker pull it everywhere, or pass a `docker save` tarball" in d.err
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_ray_version_is_checked_and_the_group_forms_when_ray_is_there(deploy, sandbox):
+    d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2", nodelist="n1,n2")
+    d.wait_ready()
+    assert "checked on 2 node(s): ray ray, version" in d.err, d.err
+    assert {m["ip"] for m in d.info()["group"]["members"]} == {"10.77.0.1", "10.77.0.2"}
+
+
+@pytest.fixture
+def second_interface(sandbox):
+    """A second, earlier-sorting interface with its own address in n2's namespace."""
+    netns = "ss-n2"
+
+    def ip(*argv: str, check: bool = True) -> None:
+        subprocess.run(["ip", "-n", netns, *argv], check=check, capture_output=True)
+
+    ip("link", "del", "a0", check=False)
+    ip("link", "add", "a0", "type", "veth", "peer", "name", "a1")
+    ip("addr", "add", "10.78.0.2/24", "dev", "a0")
+    ip("link", "set", "a0", "up")
+    ip("link", "set", "a1", "up")
+    try:
+        yield "a0", "10.78.0.2"
+    finally:
+        ip("link", "del", "a0", check=False)
+
+
+def test_second_interface_is_not_chosen_and_the_ray_group_forms(deploy, sandbox,
+                                                               second_interface):
+    ifname, address = second_interface
+    shown = subprocess.run([str(SANDBOX), "exec", "n2", "hostname", "-I"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    assert address in shown  # the node really has two addresses
+    d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2", nodelist="n1,n2")
+    d.wait_ready()
+    nodes = {n["host"]: n for n in d.state()["nodes"]}
+    assert nodes["n2"]["address"] == sandbox.addr("n2")
+    assert nodes["n2"]["ifname"] != ifname
+    # The Ray head admits exactly the planned addresses: Ray and vLLM agree on n2's IP.
+    members = {m["ip"] for m in d.info()["group"]["members"]}
+    assert members == {sandbox.addr("n1"), sandbox.addr("n2")}
+    assert d.chat()
