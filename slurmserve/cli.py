@@ -6,6 +6,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -66,6 +67,8 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--job-name", help="SLURM job name (default slurmserve)."),
         click.option("--stage", help="Image staging: auto|direct|sbcast (default auto)."),
         click.option("--stage-dir", help="Node-local directory for sbcast copies (default /tmp)."),
+        click.option("--hf-cache", help="Shared directory for the Hugging Face cache: the head "
+                     "downloads a hub model once, every node then reads it offline."),
         click.option("--partition", "-p", help="SLURM partition."),
         click.option("--account", "-A", help="SLURM account."),
         click.option("--qos", help="SLURM QOS."),
@@ -490,7 +493,9 @@ def _bench_remote(cluster: Any, params: dict[str, Any], job: str | None, out: st
     local_out = os.path.abspath(out or f"bench-{job}-{time.strftime('%Y%m%d-%H%M%S')}")
 
     def stderr(data: bytes) -> None:
-        sys.stderr.buffer.write(data)
+        # Progress as it comes; its error line is re-raised below, prefixed by the host.
+        text = re.sub(r"(?m)^slurmserve: error: .*\n?", "", data.decode(errors="replace"))
+        sys.stderr.write(text)
         sys.stderr.flush()
 
     code = cluster.job(job).bench(options, local_out, api_key=api_key, on_line=click.echo,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import stat
 import threading
 from collections.abc import Callable, Iterator, Mapping
@@ -345,7 +346,9 @@ class Job:
         if session is None:
             raise SpecError("--remote", "Job.bench runs benchmarks from a workstation",
                             "on the cluster use `slurmserve bench --job ID`")
-        remote_out = f"slurmserve-bench/{os.path.basename(os.path.abspath(out))}"
+        # A folder of its own there: an older run's results must never come back as this one's.
+        remote_out = (f"slurmserve-bench/{os.path.basename(os.path.abspath(out))}-"
+                      f"{secrets.token_hex(4)}")
         env, key_args = None, []
         if api_key:  # the key travels on stdin; argv names only the variable
             env, key_args = {CLIENT_KEY_VAR: api_key}, ["--api-key", f"env:{CLIENT_KEY_VAR}"]
@@ -388,8 +391,9 @@ def download(session: remote_mod.Session, remote_dir: str, local_dir: str) -> in
         todo = [(remote_dir, local_dir)]
         while todo:
             src, dst = todo.pop()
+            entries = sftp.listdir_attr(src)
             os.makedirs(dst, exist_ok=True)
-            for entry in sftp.listdir_attr(src):
+            for entry in entries:
                 path, target = f"{src}/{entry.filename}", os.path.join(dst, entry.filename)
                 if stat.S_ISDIR(entry.st_mode or 0):
                     todo.append((path, target))

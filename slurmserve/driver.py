@@ -24,6 +24,7 @@ from . import apikey, engines, images, launch, preflight, runner, slurm, state
 from .console import Console
 from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
 from .health import Prober
+from .logwatch import LogWatch
 from .render import render_template
 from .runtimes import docker
 from .spec import ServeSpec
@@ -133,8 +134,8 @@ class Driver:
         if state in (slurm.JobState.RUNNING, None):
             return False
         if not self.stop.is_set():
-            self.stop_reason = f"job {self.job.job_id} ended ({state.value.lower()}: scancel or " \
-                               f"time limit) during {self._phase_now()}"
+            self.stop_reason = (f"job {self.job.job_id} was ended by SLURM ({state.value}: "
+                                f"scancel, time limit or node failure) during {self._phase_now()}")
             self.stop.set()
         return True
 
@@ -157,12 +158,16 @@ class Driver:
     # -- steps -----------------------------------------------------------------------------
 
     def _step(self, name: str, script: str, on_line: Callable[[str], None] | None = None,
-              timeout: float = 3600) -> tuple[int, str]:
-        """Run a rendered script as one srun step on every node; interruptible."""
+              timeout: float = 3600, nodes: int | None = None) -> tuple[int, str]:
+        """Run a rendered script as one srun step on every node (or the first `nodes`);
+        interruptible."""
         path = os.path.join(self.run_dir, f"{name}.sh")
         with open(path, "w", encoding="utf-8") as fh:
             fh.write(script)
-        proc = runner.start(slurm.srun_argv(self.job, ["bash", path], nodes=len(self.nodes),
+        if self.stop.is_set():
+            raise Stopped
+        proc = runner.start(slurm.srun_argv(self.job, ["bash", path],
+                                            nodes=nodes or len(self.nodes),
                                             label=f"slurmserve-{name}"))
         lines: list[str] = []
 
@@ -230,6 +235,11 @@ class Driver:
         self._remove_leftovers(self.facts)
         summary = ", ".join(f"{i.name}={i.address}/{i.ifname}" for i in verdict.nodes)
         self.console.phase("preflight", f"ok: {summary}")
+        spec = self.spec
+        if spec.nodes > 1 and not spec.model_is_local and not spec.hf_cache:
+            self.console.phase("preflight", f"warning: each of {spec.nodes} nodes downloads "
+                               f"{spec.model} from the Hub itself (rate limits, HTTP 429): "
+                               "--hf-cache DIR on a shared file system fetches it once")
         return Allocation(self.job.job_id, tuple(verdict.nodes)), image
 
     def plan_port(self) -> int:
@@ -357,42 +367,75 @@ class Driver:
         self.plan = plan = engines.get(spec.engine).plan(spec, alloc)
         self.bundle = bundle = launch.build(spec, plan, self.run_dir, image)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
+        if spec.hf_cache and not spec.model_is_local:
+            self.prefetch(bundle.nodes[0].env_file, image)
         roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)
         self.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
                            f"on {roles}")
         self._write_state()
         self.phase = "launch"
+        if self.stop.is_set():
+            raise Stopped  # no container may start after a stop was asked for
         argv = slurm.srun_argv(self.job, ["bash", bundle.script_path], nodes=len(plan.nodes),
                                label=SERVE_STEP)
         self.proc = runner.start(argv)
         threading.Thread(target=self._read_step, daemon=True).start()
-        if self.follow_logs:
-            for node in bundle.nodes:
-                threading.Thread(target=self._follow, args=(node.log, node.host),
-                                 daemon=True).start()
+        for node in bundle.nodes:  # printed only when following; always watched
+            watch = LogWatch(node.host, self._rdma_expected(node.rank))
+            threading.Thread(target=self._follow, args=(node.log, node.host, watch),
+                             daemon=True).start()
+
+    def prefetch(self, env_file: str, image: str) -> None:
+        """Download a hub model once, on the head, into the shared --hf-cache."""
+        spec = self.spec
+        assert spec.hf_cache
+        self.phase = "model download"
+        self.console.phase("model", f"fetching {spec.model} once into {spec.hf_cache} on "
+                           f"{self.nodes[0]}; every node then reads it offline")
+        script = render_template(
+            "prefetch.sh.j2", job_id=self.job.job_id, cache=spec.hf_cache, image=image,
+            container=f"slurmserve-{self.job.job_id}-prefetch", env_file=env_file,
+            label=f"{docker.LABEL_JOB}={self.job.job_id}", hf_dir=docker.HF_DIR, model=spec.model)
+        code, out = self._step("prefetch", script, nodes=1)
+        if code != 0:
+            said = [line for line in out.splitlines() if line.startswith("slurmserve: ")]
+            last = said[-1].removeprefix("slurmserve: ") if said else \
+                (out.strip().splitlines() or ["no output"])[-1]
+            raise LaunchError(f"node {self.nodes[0]}: downloading {spec.model} into "
+                              f"{spec.hf_cache} failed ({last}); check HF_TOKEN in --env-file "
+                              "and the Hub's reachability from that node, or download it "
+                              "yourself and pass the local path as MODEL")
+        self.console.phase("model", f"{spec.model} is in {spec.hf_cache}")
 
     def _read_step(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         for line in self.proc.stdout:
             line = line.rstrip("\n")
-            self.console.line(line)
             started = _STARTED.match(line)
-            if started:
+            if started:  # counted before it is shown: a stop message names the right phase
                 self.running.add(int(started[1]))
+            self.console.line(line)
             match = _FAILED.match(line)
             if match and not self.stop.is_set():
                 if not self.failed:
                     self.first_failure = time.monotonic()
                 self.failed.append((int(match[1]), match[2], match[3]))
 
-    def _follow(self, path: str, host: str) -> None:
+    def _rdma_expected(self, rank: int) -> bool:
+        _, required = docker.device_globs(self.spec)
+        return required or "uverbs" in self.facts.get(rank, {}).get("devices", "")
+
+    def _follow(self, path: str, host: str, watch: LogWatch) -> None:
         position = 0
         while not self.stop.is_set() and self.status != "stopped":
             try:
                 with open(path, encoding="utf-8", errors="replace") as fh:
                     fh.seek(position)
                     for line in fh:
-                        self.console.line(f"[{host}] {line.rstrip()}")
+                        if self.follow_logs:
+                            self.console.line(f"[{host}] {line.rstrip()}")
+                        for note in watch.feed(line):
+                            self.console.phase("logs", note)
                     position = fh.tell()
             except FileNotFoundError:
                 pass
@@ -466,10 +509,8 @@ class Driver:
             self.console.phase("teardown", "stopping containers on every node")
             self._stop_serving_step()
         removed = 0
-        if self.phase != "start" and self._job_ended():
-            # New steps are refused now; SLURM's SIGTERM made each node's task stop its container.
-            self.unchecked = [f"{n} (job ended, no cleanup step possible)" for n in self.nodes]
-        elif self.phase != "start":
+        ended = self.phase != "start" and self._job_ended()
+        if self.phase != "start" and not ended:
             removed = self.cleanup([self.job.job_id])
         if self.bundle is not None:
             _remove_secrets(self.bundle)
@@ -478,7 +519,11 @@ class Driver:
             self._write_state(removed=removed)
         reason = f" ({self.stop_reason})" if self.stop_reason else ""
         checked = [n for n in self.nodes if not any(u.startswith(f"{n} ") for u in self.unchecked)]
-        if not self.unchecked:
+        if ended:  # new steps are refused now, so no cleanup step could check
+            result = ("SLURM ended the job's steps, and each node's task stops its container on "
+                      "SLURM's SIGTERM (a node cut off: once it is back; the next run removes "
+                      "leftovers by label)")
+        elif not self.unchecked:
             result = f"no container of job {self.job.job_id} left"
         else:
             result = (f"no container of job {self.job.job_id} left on "
@@ -602,7 +647,7 @@ def _terminate(proc: subprocess.Popen[str], grace: float = 5.0) -> None:
 def _remove_secrets(bundle: launch.Launch) -> None:
     """Env files and per-job keys may hold secrets: gone at teardown (logs stay)."""
     for node in bundle.nodes:
-        for path in (node.env_file,):
+        for path in (node.env_file, node.redact_file or ""):
             if os.path.exists(path):
                 os.remove(path)
         if node.files_dir:

@@ -14,7 +14,7 @@ from . import apikey, engines
 from .errors import LaunchError
 from .render import render_template
 from .runtimes import docker
-from .spec import ServeSpec, env_file_pairs
+from .spec import ServeSpec, env_file_pairs, is_secret_name
 from .topology import ClusterPlan
 
 STOP_GRACE_S = 10
@@ -31,6 +31,8 @@ class NodeLaunch:
     files_dir: str | None
     files: tuple[tuple[str, str], ...]
     secrets: tuple[tuple[str, str], ...] = ()  # (name, content) in files_dir/secrets, 0600
+    redact_file: str | None = None  # secret values node.sh masks in the log, one a line, 0600
+    redact: tuple[str, ...] = ()
 
     def __repr__(self) -> str:  # env and secrets may hold secrets: never in a traceback or log
         return f"NodeLaunch(rank={self.rank}, host={self.host!r}, container={self.container!r})"
@@ -57,6 +59,7 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
         user_env = env_file_pairs(spec.env_file) + user_env
     api_key = apikey.read(spec.api_key) if spec.api_key else None
     secrets = secret_texts(plan, spec.engine, api_key)
+    masked = redactions([v for k, v in user_env if is_secret_name(k)] + [api_key or ""])
     globs, required = docker.device_globs(spec)
     nodes: list[NodeLaunch] = []
     rendered: list[dict[str, object]] = []
@@ -71,16 +74,28 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
             env=tuple(docker.env_pairs(spec, node, user_env)
                       + [(var, secrets[name]) for var, name in node.secret_env]),
             files_dir=files_dir, files=node.files,
-            secrets=tuple((name, secrets[name]) for name in node.secrets))
+            secrets=tuple((name, secrets[name]) for name in node.secrets),
+            redact_file=os.path.join(run_dir, f"node-{node.rank}.redact") if masked else None,
+            redact=masked)
         nodes.append(launch)
         rendered.append(dict(rank=node.rank, host=node.host, name=launch.container,
                              log=launch.log, wait_for=list(node.wait_for), run_opts=opts,
-                             run_tail=tail))
+                             run_tail=tail, redact=launch.redact_file or ""))
     script = render_template(
         "node.sh.j2", job_id=plan.job_id, nodes=rendered, device_globs=list(globs),
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
         stop_grace=STOP_GRACE_S, job_label=f"{docker.LABEL_JOB}={plan.job_id}")
     return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key)
+
+
+def redactions(values: list[str]) -> tuple[str, ...]:
+    """Each secret as an engine may print it: as is, and escaped by Python's repr or JSON
+    (SGLang logs its ServerArgs, API key included, at start)."""
+    import json
+
+    forms = {form for value in values if len(value) >= 4
+             for form in (value, repr(value)[1:-1], json.dumps(value)[1:-1])}
+    return tuple(sorted(forms, key=len, reverse=True))  # longest first: no partial masks
 
 
 def secret_texts(plan: ClusterPlan, engine: str, api_key: str | None) -> dict[str, str]:
@@ -124,6 +139,8 @@ def write(launch: Launch) -> None:
     write_file(launch.script_path, launch.script, 0o755)
     for node in launch.nodes:
         write_file(node.env_file, env_file_text(node.env), 0o600)
+        if node.redact_file:
+            write_file(node.redact_file, "".join(f"{v}\n" for v in node.redact), 0o600)
         if node.files_dir:
             os.makedirs(node.files_dir, exist_ok=True)
             for name, content in node.files:

@@ -316,6 +316,7 @@ class Session:
     _clients: list[Any] = field(default_factory=list)
     _lock: threading.RLock = field(default_factory=threading.RLock)
     _closed: bool = False
+    _lost_at: float | None = None  # when a dropped connection was noticed
 
     @property
     def label(self) -> str:
@@ -337,12 +338,18 @@ class Session:
                 raise RemoteError(f"the connection to {self.label} was closed")
             if self.alive():
                 return self._clients[-1].get_transport()
+            if self._clients:
+                self._lost_at = self._lost_at or time.monotonic()
             self._drop()
             deadline = time.monotonic() + retry_for
             delay = 0.5
             while True:
                 try:
                     self._clients = self._open()
+                    if self._lost_at is not None:
+                        self.notice(f"reconnected to {self.label} after "
+                                    f"{time.monotonic() - self._lost_at:.1f}s")
+                        self._lost_at = None
                     return self._clients[-1].get_transport()
                 except (HostKeyError, SpecError):
                     raise
@@ -360,6 +367,8 @@ class Session:
     def reset(self) -> None:
         """Drop the connection (e.g. it stopped answering); the next use reconnects."""
         with self._lock:
+            if self._clients:
+                self._lost_at = self._lost_at or time.monotonic()
             self._drop()
 
     def _drop(self) -> None:
@@ -563,7 +572,8 @@ def _connect_error(hop: Hop, exc: BaseException) -> BaseException:
     if isinstance(exc, paramiko.PasswordRequiredException):
         return RemoteError(f"a private key for {hop} needs its passphrase: load it into your "
                            "ssh-agent (`ssh-add KEYFILE`), slurmserve never asks for it")
-    if isinstance(exc, paramiko.AuthenticationException):
+    no_method = isinstance(exc, paramiko.SSHException) and "No authentication methods" in str(exc)
+    if isinstance(exc, paramiko.AuthenticationException) or no_method:
         keys = ", ".join(hop.identity_files) or "~/.ssh/id_*"
         agent = "the ssh-agent and " if hop.use_agent and not hop.identities_only else ""
         return RemoteError(f"{hop} refused the login (tried {agent}keys {keys}); slurmserve logs "

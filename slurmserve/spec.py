@@ -26,9 +26,10 @@ TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variable names that hold secrets: their values belong in --env-file, never in the spec (which
-# rendered scripts embed) or on a command line. TOKENIZERS_PARALLELISM is no token.
-_SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|CREDENTIALS?)"
-                          r"($|_)", re.IGNORECASE)
+# rendered scripts embed) or on a command line. The word ends the name: HF_TOKEN is a secret,
+# HF_TOKEN_PATH, TOKENIZERS_PARALLELISM and *_TOKEN_LATENCY are not.
+_SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_KEY|ACCESS_KEY|SECRET_KEY|"
+                          r"PRIVATE_KEY|CREDENTIALS?)$", re.IGNORECASE)
 _SLURM_WORD = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._,-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{1,2}){0,2}$|^(UNLIMITED|unlimited|INFINITE|infinite)$")
 _IMAGE_REF = re.compile(
@@ -96,6 +97,7 @@ class ServeSpec:
     job_name: str = "slurmserve"
     stage: str = "auto"
     stage_dir: str = "/tmp"  # node-local directory for `--stage sbcast` copies
+    hf_cache: str | None = None  # shared HF cache: the head fetches a hub model once, then offline
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -111,6 +113,11 @@ class ServeSpec:
     def model_name(self) -> str:
         """The name clients use in requests."""
         return self.served_model_name or self.model
+
+    @property
+    def model_is_local(self) -> bool:
+        """A path in the container, not a Hugging Face Hub ID."""
+        return self.model.startswith(("/", "./", "../"))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data in the YAML layout that `load_spec` reads back."""
@@ -240,6 +247,7 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         job_name=_name("job_name", d.get("job_name", "slurmserve")),
         stage=_choice("stage", d.get("stage", "auto"), STAGES),
         stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
+        hf_cache=_opt(_abs_path, "hf_cache", d.get("hf_cache")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
@@ -333,7 +341,7 @@ def _abs_path(name: str, value: Any) -> str:
     path = _text(name, value)
     if not path.startswith("/"):
         raise SpecError(f"--{name.replace('_', '-')}", f"'{path}' is not an absolute path",
-                        "give a node-local directory such as /tmp or /scratch")
+                        "give an absolute directory such as /scratch/cache")
     return path
 
 
@@ -424,6 +432,11 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
                             "as --env-file (API keys of the endpoint: --api-key)")
         result.append((key, _text(f"env {key}", "" if val is None else val, allow_empty=True)))
     return tuple(result)
+
+
+def is_secret_name(key: str) -> bool:
+    """A variable name that holds a secret (HF_TOKEN, WANDB_API_KEY, ...)."""
+    return bool(_SECRET_NAME.search(key))
 
 
 def _api_key(name: str, value: Any) -> str:

@@ -11,7 +11,6 @@ import contextlib
 import select
 import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -121,17 +120,15 @@ def supervise(session: Session, job_ended: Callable[[], str | None], *, poll: fl
     """Keep the SSH connection up and watch the job; return why it ended (None when stopped).
 
     A dropped connection is re-established with backoff (0.5 s doubling to 5 s, for as long
-    as it takes); an unknown or changed host key or a refused login ends supervision.
+    as it takes); an unknown or changed host key ends supervision.
     """
     event = on_event or (lambda text: None)
     stop = stop or threading.Event()
-    lost_at: float | None = None
     while not stop.is_set():
         if not session.alive():
-            lost_at = lost_at or time.monotonic()
             event(f"connection to {session.label} lost; reconnecting")
             try:
-                session.ensure(retry_for=10.0)
+                session.ensure(retry_for=10.0)  # the session says when it is back
             except HostKeyError:
                 raise
             except RemoteError as exc:
@@ -142,12 +139,8 @@ def supervise(session: Session, job_ended: Callable[[], str | None], *, poll: fl
         except RemoteError as exc:  # e.g. no answer: a silently dead connection
             event(f"cannot check the job: {exc}")
             session.reset()
-            lost_at = lost_at or time.monotonic()
             stop.wait(poll)
             continue
-        if lost_at is not None:
-            event(f"reconnected to {session.label} after {time.monotonic() - lost_at:.1f}s")
-            lost_at = None
         if reason:
             return reason
         stop.wait(poll)

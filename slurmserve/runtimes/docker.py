@@ -16,17 +16,22 @@ LABEL_RANK = "slurmserve.rank"
 LABEL_ROLE = "slurmserve.role"
 LABEL_ENGINE = "slurmserve.engine"
 FILES_DIR = "/slurmserve"  # NodePlan.files and secrets appear here, read-only
+HF_DIR = "/slurmserve-hf"  # --hf-cache appears here, as HF_HOME
 
 # Fabric -> (device globs passed through when present, whether one must exist, NCCL/FI env).
+# NCCL names its transport at INFO (INIT,NET only: a few lines per rank), so the driver can flag
+# a silent fall-back to sockets (logwatch.py); a user's own NCCL_DEBUG wins.
+_NCCL_SAYS_TRANSPORT = (("NCCL_DEBUG", "INFO"), ("NCCL_DEBUG_SUBSYS", "INIT,NET"))
 _FABRICS: dict[str, tuple[tuple[str, ...], bool, tuple[tuple[str, str], ...]]] = {
     "efa": (("/dev/infiniband/uverbs*", "/dev/gdrdrv"), True,
             (("FI_PROVIDER", "efa"), ("FI_EFA_USE_DEVICE_RDMA", "1"),
              # Naming the plugin makes NCCL fail loudly when it is missing, instead of
              # falling back to TCP sockets (field failure 4).
-             ("NCCL_NET", "AWS Libfabric"))),
+             ("NCCL_NET", "AWS Libfabric"), *_NCCL_SAYS_TRANSPORT)),
     "ib": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm"), True,
-           (("NCCL_IB_DISABLE", "0"),)),
-    "auto": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm", "/dev/gdrdrv"), False, ()),
+           (("NCCL_IB_DISABLE", "0"), *_NCCL_SAYS_TRANSPORT)),
+    "auto": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm", "/dev/gdrdrv"), False,
+             _NCCL_SAYS_TRANSPORT),
     "tcp": ((), False, (("NCCL_IB_DISABLE", "1"), ("NCCL_NET", "Socket"))),
 }
 
@@ -64,8 +69,10 @@ def env_pairs(spec: ServeSpec, node: NodePlan, user_env: list[tuple[str, str]]
         ("TP_SOCKET_IFNAME", node.ifname),
         *_FABRICS[spec.fabric][2],
     ]
-    if spec.model.startswith("/"):
+    if spec.model_is_local:
         pairs.append(("HF_HUB_OFFLINE", "1"))  # a local model never needs the hub
+    elif spec.hf_cache:  # the head fetched it once (prefetch.sh.j2): nobody else downloads
+        pairs += [("HF_HOME", HF_DIR), ("HF_HUB_OFFLINE", "1")]
     pairs += user_env
     pairs += list(node.env)
     seen: dict[str, str] = {}
@@ -102,6 +109,8 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
         argv += ["--gpus", f'"device={spec.gpus}"']
     for mount in spec.mounts:
         argv += ["--volume", str(mount)]
+    if spec.hf_cache:
+        argv += ["--volume", f"{spec.hf_cache}:{HF_DIR}"]
     if files_dir:
         argv += ["--volume", f"{files_dir}:{FILES_DIR}:ro"]
     # The image's own entrypoint (e.g. `vllm serve` in vLLM's images) must not prefix ours.

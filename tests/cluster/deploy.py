@@ -18,10 +18,13 @@ READY = re.compile(r"^READY (http://\S+) model=(\S+)")
 
 
 class Deployment:
-    """`salloc -N N slurmserve run ...` in the background; READY parsed from its stdout."""
+    """`salloc -N N slurmserve run ...` in the background; READY parsed from its stdout.
+
+    With `job`, no salloc: the driver runs in that existing allocation (as inside `salloc`).
+    """
 
     def __init__(self, tmp: Path, nodes: int, *run_args: str, nodelist: str | None = None,
-                 salloc_args: tuple[str, ...] = ()) -> None:
+                 salloc_args: tuple[str, ...] = (), job: str | None = None) -> None:
         self.tmp = tmp
         tmp.mkdir(parents=True, exist_ok=True)
         self.log_dir = tmp / "logs"
@@ -31,13 +34,19 @@ class Deployment:
                 *salloc_args]
         if nodelist:
             argv.append(f"--nodelist={nodelist}")
+        env = dict(os.environ)
+        if job:
+            argv = []
+            env.update(SLURM_JOB_ID=job, SLURM_JOB_NODELIST=nodelist or "",
+                       SLURM_JOB_NUM_NODES=str(nodes))
+        self.job = job
         cut = run_args.index("--") if "--" in run_args else len(run_args)
         argv += ["slurmserve", "run", *run_args[:cut], "--log-dir", str(self.log_dir),
                  "--quiet-logs", *run_args[cut:]]
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=self.out_path.open("w"),
                                      stderr=self.err_path.open("w"), stdin=subprocess.DEVNULL,
-                                     start_new_session=True)
+                                     start_new_session=True, env=env)
         self.endpoint: str | None = None
         self.model: str | None = None
 
@@ -63,6 +72,19 @@ class Deployment:
             time.sleep(0.2)
         raise AssertionError(f"no READY within {timeout}s\n--- stderr\n{self.err[-6000:]}")
 
+    def wait_err(self, pattern: str, timeout: float = 60) -> re.Match[str]:
+        """Wait until the driver's stderr (phase lines, node lines) matches PATTERN."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            match = re.search(pattern, self.err, re.MULTILINE)
+            if match:
+                return match
+            if self.proc.poll() is not None:
+                raise AssertionError(f"slurmserve run exited {self.proc.returncode} before "
+                                     f"{pattern!r}\n--- stderr\n{self.err[-6000:]}")
+            time.sleep(0.05)
+        raise AssertionError(f"no {pattern!r} within {timeout}s\n--- stderr\n{self.err[-6000:]}")
+
     def state(self) -> dict:
         paths = list(self.log_dir.glob("*/state.json"))
         assert paths, f"no state.json under {self.log_dir}"
@@ -70,13 +92,22 @@ class Deployment:
 
     @property
     def job_id(self) -> str:
+        if self.job:
+            return self.job
         granted = re.search(r"Granted job allocation (\d+)", self.err)
         if granted:  # known even when the run failed before writing its state
             return granted[1]
         return self.state()["job"]
 
     def driver_pid(self) -> int:
-        return int(self.state()["driver_pid"])
+        """From state.json once the launch wrote it; before that, salloc's child."""
+        if self.job:
+            return self.proc.pid
+        if list(self.log_dir.glob("*/state.json")):
+            return int(self.state()["driver_pid"])
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        assert children.split(), "salloc has not started slurmserve yet"
+        return int(children.split()[0])
 
     def signal_driver(self, sig: int = signal.SIGINT) -> None:
         os.kill(self.driver_pid(), sig)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import tarfile
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +20,7 @@ SANDBOX = HERE / "sandbox"
 BUILD = REPO / "containers" / "testing" / "build"
 TEST_LABEL = "slurmserve.test=1"
 TEST_PREFIX = "sstest-"
+SANDBOX_RUN = Path("/run/slurmserve-sandbox")  # ./sandbox keeps its daemons' pid files here
 
 
 class CommandFailed(AssertionError):
@@ -153,3 +157,43 @@ class Containers:
         for node, name in reversed(self.started):
             self.sandbox.docker(node, "rm", "-f", name, check=False, timeout=60)
         self.started.clear()
+
+
+# --- disrupting a node, and bringing it back (tests/cluster/test_faults.py) -----------------
+
+
+def stop_dockerd(node: str, timeout: float = 60) -> None:
+    """Stop NODE's dockerd as a service manager would: SIGTERM, it stops its containers."""
+    pid = int((SANDBOX_RUN / f"dockerd-{node}.pid").read_text())
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}").exists():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"dockerd of {node} (pid {pid}) did not stop within {timeout} s")
+        time.sleep(0.1)
+
+
+def cut_network(node: str, up: bool = False) -> None:
+    """Take NODE's link to the bridge down (its veth's host end), or back up."""
+    run(["ip", "link", "set", f"ssv-{node}", "up" if up else "down"])
+
+
+def restore_nodes(sandbox: Sandbox) -> None:
+    """Undo stopped daemons and cut links: `sandbox up` restarts what is missing, sets every
+    link up, resumes DOWN nodes and waits for them; then each node must run a step again."""
+    run([str(SANDBOX), "up", "--nodes", str(len(sandbox.nodes))], timeout=300)
+    for node in sandbox.nodes:
+        sandbox.host("srun", "--nodes=1", f"--nodelist={node}", "--oversubscribe",
+                     "--job-name=sstest-probe", "true", timeout=120)
+
+
+@contextmanager
+def dropped(sandbox: Sandbox, node: str, *match: str) -> Iterator[None]:
+    """TCP packets to NODE matching MATCH (iptables syntax) are dropped in its namespace while
+    the block runs: connections hang in SYN retries, as to a filtered port."""
+    rule = ["INPUT", "-p", "tcp", *match, "-j", "DROP"]
+    sandbox.exec(node, "iptables", "-I", *rule)
+    try:
+        yield
+    finally:
+        sandbox.exec(node, "iptables", "-D", *rule, check=False)

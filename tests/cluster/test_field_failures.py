@@ -106,3 +106,29 @@ def test_second_interface_is_not_chosen_and_the_ray_group_forms(deploy, sandbox,
     members = {m["ip"] for m in d.info()["group"]["members"]}
     assert members == {sandbox.addr("n1"), sandbox.addr("n2")}
     assert d.chat()
+
+
+def test_hub_model_is_fetched_once_on_the_head_and_a_failure_names_it(sandbox, vllm_tarball,
+                                                                      tmp_path):
+    """Mode 13. No Hub here, so the fetch fails; it runs once, on the head, in the engine image
+    with the env file's token, and nothing is launched. (The offline env is unit-tested.)"""
+    from deploy import Deployment
+
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text("HF_TOKEN=hf_sandboxsecret123\n")
+    env_file.chmod(0o600)
+    d = Deployment(tmp_path / "d", 1, "vllm", "org/tiny-model", "--image", str(vllm_tarball),
+                   "--gpus", "none", "--hf-cache", str(tmp_path / "hf"),
+                   "--env", "HF_ENDPOINT=http://127.0.0.1:9", "--env-file", str(env_file),
+                   nodelist="n1")
+    try:
+        assert d.wait(300) == 1, d.err
+    finally:
+        d.close()
+    assert "fetching org/tiny-model once into" in d.err
+    assert "node n1: downloading org/tiny-model into" in d.err, d.err
+    assert "LocalEntryNotFoundError" in d.err and "check HF_TOKEN in --env-file" in d.err
+    assert "] launch" not in d.err
+    assert "hf_sandboxsecret123" not in d.out + d.err
+    assert (tmp_path / "hf").is_dir()
+    assert not our_containers(sandbox, d.job_id)

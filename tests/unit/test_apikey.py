@@ -147,9 +147,10 @@ def test_node_script_argv_never_holds_the_key(tmp_path, key_env):
             assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
         if secrets:
             assert stat.S_IMODE(secrets[0].parent.stat().st_mode) == 0o700
-        holders = [p.name for p in run.rglob("*") if p.is_file() and (
+        holders = [p.name for p in run.rglob("*") if p.is_file() and p.suffix != ".redact" and (
             KEY in p.read_text() or p.suffix == ".yaml" and yaml.safe_load(p.read_text()))]
         assert holders == (["api-key.yaml"] if engine == "sglang" else ["node-0.env"]), engine
+        assert stat.S_IMODE((run / "node-0.redact").stat().st_mode) == 0o600
 
 
 def test_trtllm_and_key_flags_after_dashes_are_refused(key_env):
@@ -185,3 +186,48 @@ def test_state_and_json_carry_only_the_source(tmp_path, key_env, run_cli):
     assert code == 0, err
     assert KEY not in out and json.loads(out)["spec"]["api_key"] == key_env
     assert os.environ["SERVE_TEST_KEY"] == KEY
+
+
+LOGGING_ENGINE = r"""#!/usr/bin/env bash
+# Test double for the docker CLI whose "engine" prints its secrets, as SGLang logs ServerArgs.
+case "$1" in
+  run)
+    while (( $# )); do [[ "$1" == --env-file ]] && cat "$2"; shift; done
+    printf 'server_args=ServerArgs(api_key=%s)\n' "$REPR_KEY"
+    printf 'last line\n' ;;
+  *) : ;;
+esac
+"""
+
+
+def test_secrets_printed_by_the_engine_are_masked_in_the_node_log(tmp_path, key_env):
+    import subprocess
+
+    env_file = tmp_path / "user.env"
+    env_file.write_text("HF_TOKEN=hf_visible_secret_42\nPLAIN=value-kept\n")
+    spec = load_spec(engine="sglang", model="m", image=IMG, gpus_per_node=1, api_key=key_env,
+                     env_file=str(env_file))
+    alloc = allocation(1)
+    bundle = launch.build(spec, api.plan_cluster(spec, alloc), str(tmp_path / "run"), IMG)
+    launch.write(bundle)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    (bindir / "docker").write_text(LOGGING_ENGINE)
+    (bindir / "docker").chmod(0o755)
+    env = dict(os.environ, PATH=f"{bindir}:{os.environ['PATH']}", REPR_KEY=repr(KEY),
+               SLURM_PROCID="0", SLURMD_NODENAME=alloc.nodes[0].name)
+    result = subprocess.run(["bash", bundle.script_path], env=env, capture_output=True,
+                            text=True, timeout=30)
+    assert "exited with code 0" in result.stderr or result.returncode == 0, result.stderr
+    log = Path(bundle.nodes[0].log)
+    for _ in range(100):  # the masking reader ends just after the container
+        if "last line" in log.read_text():
+            break
+        import time
+
+        time.sleep(0.02)
+    text = log.read_text()
+    assert "last line" in text and "PLAIN=value-kept" in text
+    assert "HF_TOKEN=<redacted>" in text and "api_key='<redacted>')" in text, text
+    for secret in (KEY, repr(KEY)[1:-1], "hf_visible_secret_42"):
+        assert secret not in text

@@ -501,6 +501,16 @@ def test_api_key(api: server.ApiServer) -> None:
     assert call(api, "GET", "/v1/models", headers={"Authorization": "Bearer sekret"})[0] == 200
     assert call(api, "POST", "/v1/completions", {"prompt": "p"})[0] == 401
     assert call(api, "GET", "/health")[0] == 200
+    # A refused POST's body is read: the next request on the same connection is intact.
+    host, port = api._httpd.server_address[:2]  # type: ignore[union-attr]
+    conn = http.client.HTTPConnection(host, port, timeout=5)
+    for auth, status in (("Bearer wrong", 401), ("Bearer sekret", 200)):
+        conn.request("POST", "/v1/completions", body=b'{"prompt": "p", "max_tokens": 1}',
+                     headers={"Content-Type": "application/json", "Authorization": auth})
+        response = conn.getresponse()
+        response.read()
+        assert response.status == status
+    conn.close()
     assert call(api, "GET", "/metrics")[0] == 200
 
 

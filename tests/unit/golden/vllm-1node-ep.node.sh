@@ -14,6 +14,7 @@ case "$rank" in
     wait_for=()
     run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=server --label slurmserve.engine=vllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --gpus all)
     run_tail=(--entrypoint vllm registry.example/engine:1.0 serve Qwen/Qwen3-30B-A3B-FP8 --host 0.0.0.0 --port 8000 --tensor-parallel-size 8 --enable-expert-parallel --max-model-len 8192)
+    redact_file=''
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
 esac
@@ -65,7 +66,23 @@ stop_container() {
 }
 trap 'stop_container' TERM INT HUP
 
-"${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
+# Secret values (API key, secret variables of --env-file) never reach the log, even when the
+# engine prints them (SGLang logs its ServerArgs). Read by builtins: never in any argv.
+secrets=()
+redact() {
+  local line s
+  trap '' TERM INT HUP  # outlive the step's signals: the container's last lines still come
+  while IFS= read -r line || [[ -n "$line" ]]; do
+    for s in "${secrets[@]}"; do line=${line//"$s"/<redacted>}; done
+    printf '%s\n' "$line"
+  done
+}
+if [[ -n "$redact_file" ]]; then
+  mapfile -t secrets <"$redact_file"
+  "${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" > >(redact >>"$log") 2>&1 &
+else
+  "${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
+fi
 client=$!
 say "container $name started"
 # `wait` on a background job lets the trap run as soon as a signal arrives; the client

@@ -343,9 +343,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.wfile.flush()
         self.close_connection = True
 
-    def _body(self) -> dict[str, Any]:
+    def _raw_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        return self.rfile.read(length) if length else b""
+
+    def _body(self, raw: bytes) -> dict[str, Any]:
         try:
             body = json.loads(raw or b"{}")
         except json.JSONDecodeError as e:
@@ -392,13 +394,16 @@ class _Handler(BaseHTTPRequestHandler):
             routes["/generate"] = self._generate
         route = routes.get(path)
         try:
+            # Read the body first, even for a refusal: left unread, it would be taken for the
+            # next request on this keep-alive connection (HTTP 400).
+            raw = self._raw_body()
             if route is None:
                 self._send(404, {"detail": "Not Found"})
                 return
             if not app.authorized(path, self.headers.get("Authorization")):
                 self._send(401, {"error": "Unauthorized"})
                 return
-            body = self._body()
+            body = self._body(raw)
             if app.config.faults.hang_generation:
                 app.wait_forever_or_close()
                 self.close_connection = True

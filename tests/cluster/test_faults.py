@@ -1,0 +1,447 @@
+"""Faults on the real sandbox: a stop in every phase, killed containers and daemons, a cut
+network, bad tarballs, a full disk, a taken port, stale containers, a SIGKILLed driver.
+
+Each ends the same way (`assert_clean_end`): a meaningful exit code and message, no container
+of ours on any node, foreign containers untouched, logs kept. What holds a phase long enough
+to be hit is a real condition (a filtered port, a big layer to load, a worker waiting for its
+head, a slow engine start), never a sleep. Disruptions are undone in `finally` before the
+test ends. The stop-while-serving cases SIGINT and scancel, a killed worker and leftovers of
+finished jobs are in test_run.py.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tarfile
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+import pytest
+from deploy import STANDIN, Deployment, our_containers
+from sandboxlib import (
+    TEST_LABEL,
+    Sandbox,
+    cut_network,
+    dropped,
+    load_image,
+    restore_nodes,
+    run,
+    sandbox_status,
+    stop_dockerd,
+    tarball_image,
+)
+
+MODEL = "org/tiny-model"
+PORT = 23871  # an explicit --port, for holds that must know the port before the job exists
+SGLANG_PORT = 30000  # SGLang's default HTTP port
+TWO = ("--nodes", "2", "--tp", "2")
+
+
+@pytest.fixture(scope="module")
+def variant(sandbox, standin_tarball, tmp_path_factory):
+    """(tarball, image ID): the stand-in plus a 200 MB layer, saved by ID so the tarball has
+    no tag. Loading it takes seconds on any node, and no node holds it before a test."""
+    _, tag = tarball_image(standin_tarball)
+    node = sandbox.nodes[-1]
+    load_image(sandbox, node, standin_tarball)
+    name = f"sstest-variant-{uuid.uuid4().hex[:8]}"
+    sandbox.docker(node, "run", "--name", name, "--label", TEST_LABEL, "--network", "none",
+                   "--entrypoint", "sh", tag, "-c",
+                   f"head -c 200000000 /dev/zero >/slurmserve-pad && echo {name} >/variant")
+    image_id = sandbox.docker(node, "commit", name).stdout.strip()
+    sandbox.docker(node, "rm", name)
+    path = tmp_path_factory.mktemp("variant") / "variant.tar"
+    sandbox.docker(node, "save", "--output", str(path), image_id, timeout=300)
+    path.chmod(0o644)
+    sandbox.docker(node, "rmi", image_id)
+    yield path, image_id
+    for n in sandbox.nodes:
+        sandbox.docker(n, "rmi", "--force", image_id, check=False)
+
+
+def absent(sandbox: Sandbox, image_id: str, nodes=("n1", "n2")) -> None:
+    for node in nodes:
+        sandbox.docker(node, "rmi", "--force", image_id, check=False)
+
+
+@pytest.fixture
+def foreign(sandbox, containers, standin_tarball) -> tuple[str, str]:
+    """A container on n1 that is not ours: every test checks it survives."""
+    _, tag = tarball_image(standin_tarball)
+    load_image(sandbox, "n1", standin_tarball)
+    return "n1", containers.run("n1", "foreign", tag, "600", docker_args=["--entrypoint", "sleep"])
+
+
+def gone_after(sandbox: Sandbox, job: str, timeout: float) -> float:
+    """Seconds until no container of JOB is left on any node (fails after TIMEOUT)."""
+    t0 = time.monotonic()
+    while left := our_containers(sandbox, job):
+        if time.monotonic() - t0 > timeout:
+            raise AssertionError(f"containers of job {job} still there after {timeout} s: {left}")
+        time.sleep(0.2)
+    return time.monotonic() - t0
+
+
+def assert_clean_end(d: Deployment, sandbox: Sandbox, code: int, *says: str,
+                     foreign: tuple[str, str] | None = None, settle: float = 0,
+                     timeout: float = 90) -> float:
+    """The run ends with CODE and says SAYS; nothing of ours is left (at once, or within
+    SETTLE s when SLURM rather than the driver stops the containers); FOREIGN still runs; the
+    logs are kept. Returns the seconds from the call to the last container gone."""
+    t0 = time.monotonic()
+    got = d.wait(timeout)
+    assert got == code, f"exit {got}, expected {code}\n{d.err[-5000:]}"
+    for text in says:
+        assert text in d.err, f"{text!r} not in the driver's output:\n{d.err[-5000:]}"
+    gone_after(sandbox, d.job_id, settle)
+    if foreign:
+        running = sandbox.docker(foreign[0], "inspect", "-f", "{{.State.Running}}", foreign[1])
+        assert running.stdout.strip() == "true", f"foreign container {foreign[1]} was touched"
+    run_dir = d.log_dir / d.job_id
+    assert run_dir.is_dir() and any(run_dir.iterdir()), f"logs not kept in {run_dir}"
+    return time.monotonic() - t0
+
+
+# --- a stop in every phase --------------------------------------------------------------------
+
+
+def wait_step(sandbox: Sandbox, job: str, name: str, timeout: float = 30) -> None:
+    """Until SLURM lists JOB's step NAME (srun is past its start, where it defers signals)."""
+    deadline = time.monotonic() + timeout
+    while name not in sandbox.host("squeue", "--steps", f"--jobs={job}", "--format=%j",
+                                   check=False).stdout:
+        assert time.monotonic() < deadline, f"step {name} of job {job} never ran"
+        time.sleep(0.05)
+
+
+def start_in_phase(phase: str, deploy, sandbox: Sandbox, variant, stack: ExitStack) -> Deployment:
+    """Start a 2-node run and return once it is inside PHASE, held there."""
+    if phase == "preflight":  # the port probe of preflight hangs on a filtered port
+        stack.enter_context(dropped(sandbox, "n1", "--dport", str(PORT)))
+        d = deploy(2, "sglang", MODEL, *TWO, "--port", str(PORT), nodelist="n1,n2")
+        d.wait_err(r"preflight +checking")
+        wait_step(sandbox, d.job_id, "slurmserve-preflight")
+    elif phase == "image load":  # a 750 MB tarball no node holds
+        path, image_id = variant
+        absent(sandbox, image_id)
+        stack.callback(absent, sandbox, image_id)
+        d = deploy(2, "sglang", MODEL, *TWO, "--image", str(path), nodelist="n1,n2")
+        d.wait_err(r"image +n[12]: loading")
+    elif phase == "launch":  # the Ray worker waits for its head, which it cannot reach
+        stack.enter_context(dropped(sandbox, "n1", "--source", sandbox.addr("n2")))
+        d = deploy(2, "vllm", MODEL, "--nodes", "2", "--tp", "1", "--pp", "2", nodelist="n1,n2")
+        d.wait_err(r"\[0@n1\]: container \S+ started")
+    elif phase == "waiting for ready":  # the head's engine opens its API much later
+        d = deploy(2, "sglang", MODEL, *TWO, "--env", "SLURMSERVE_STANDIN_FAULT=slow-start=300@0",
+                   nodelist="n1,n2")
+        d.wait_err(r"\[1@n2\]: container \S+ started")
+        d.wait_err(r"\[0@n1\]: container \S+ started")
+        d.wait_err(r"ready\? +polling")
+    else:
+        d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+        d.wait_ready()
+    return d
+
+
+PHASES = ["preflight", "image load", "launch", "waiting for ready", "serving"]
+STOPS = [(how, phase) for how in ("SIGINT", "SIGTERM", "scancel") for phase in PHASES
+         if (how, phase) not in {("SIGINT", "serving"), ("scancel", "serving")}]  # test_run.py
+
+
+@pytest.mark.parametrize("how,phase", STOPS)
+def test_stop_in_every_phase(deploy, sandbox, variant, foreign, how, phase):
+    with ExitStack() as stack:
+        d = start_in_phase(phase, deploy, sandbox, variant, stack)
+        said = "launch (1 of 2 containers started)" if phase == "launch" else phase
+        if how == "scancel":
+            sandbox.host("scancel", d.job_id)
+            # SLURM ends every step: each node's task stops its container on SLURM's SIGTERM.
+            assert_clean_end(d, sandbox, 0, f"job {d.job_id} was ended by SLURM",
+                             f"during {said}", "SLURM ended the job's steps", foreign=foreign,
+                             settle=15)
+        else:
+            d.signal_driver(getattr(signal, how))
+            assert_clean_end(d, sandbox, 0, f"slurmserve: {how} during {said}, stopping",
+                             f"no container of job {d.job_id} left", foreign=foreign)
+    if phase in PHASES[2:]:
+        assert len(list((d.log_dir / d.job_id).glob("node-*.log"))) >= 1
+
+
+# --- containers and daemons dying -------------------------------------------------------------
+
+
+def test_killed_head_container_fails_the_job_with_its_log(deploy, sandbox, foreign):
+    d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+    d.wait_ready()
+    head = d.state()["nodes"][0]
+    sandbox.docker(head["host"], "kill", head["container"])
+    assert_clean_end(d, sandbox, 1, f"node {head['host']} (rank 0): container "
+                     f"{head['container']} exited with code 137", head["log"],
+                     f"no container of job {d.job_id} left", foreign=foreign)
+
+
+@pytest.mark.parametrize("when", ["before the run", "while serving"])
+def test_stopped_dockerd(deploy, sandbox, foreign, when):
+    try:
+        if when == "before the run":
+            stop_dockerd("n2")
+            d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+            assert_clean_end(d, sandbox, 1, "preflight failed, nothing was started",
+                             "node n2: docker is not reachable", foreign=foreign)
+            assert "] launch" not in d.err
+        else:
+            d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+            d.wait_ready()
+            stop_dockerd("n2")
+            # dockerd stops its containers as it goes; the driver cannot check n2 afterwards.
+            assert_clean_end(d, sandbox, 1, "node n2 (rank 1): docker on n2 stopped or does "
+                             "not answer", "could not check n2 (docker error", foreign=foreign)
+    finally:
+        restore_nodes(sandbox)
+    assert not our_containers(sandbox, d.job_id)  # n2 again, now that its docker answers
+
+
+def test_network_cut_while_serving(deploy, sandbox, foreign):
+    """A cut-off node keeps its container while it is unreachable; the driver says so, ends
+    in bounded time, and once the node is back SLURM ends the step there, whose task stops
+    the container."""
+    d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+    d.wait_ready()
+    worker = d.state()["nodes"][1]
+    try:
+        cut_network("n2")
+        d.signal_driver(signal.SIGINT)
+        assert d.wait(120) == 0, d.err
+        assert "slurmserve: SIGINT during serving, stopping" in d.err
+        assert "could not check n2 (no answer from its cleanup task" in d.err, d.err
+        assert not our_containers(sandbox, d.job_id).get("n1")
+        # The node's docker socket is on this machine, so the container can still be seen.
+        assert our_containers(sandbox, d.job_id) == {"n2": [worker["container"]]}
+        cut_network("n2", up=True)
+        print(f"n2's container gone {gone_after(sandbox, d.job_id, 120):.1f} s after the link "
+              "came back")
+    finally:
+        restore_nodes(sandbox)
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
+
+
+def test_network_cut_before_the_run_fails_preflight_naming_the_node(deploy, sandbox, foreign):
+    try:
+        cut_network("n2")
+        d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+        assert_clean_end(d, sandbox, 1, "preflight failed, nothing was started",
+                         "node n2: preflight did not complete", foreign=foreign, timeout=180)
+        assert "] launch" not in d.err
+    finally:
+        restore_nodes(sandbox)
+
+
+# --- bad images and full disks ----------------------------------------------------------------
+
+
+def _truncated(variant, tmp: Path) -> Path:
+    path = tmp / "truncated.tar"
+    with variant[0].open("rb") as src, path.open("wb") as dst:
+        dst.write(src.read(variant[0].stat().st_size // 2))
+    return path
+
+
+def _incomplete(variant, tmp: Path) -> Path:
+    """A manifest naming a layer the archive does not hold."""
+    path = tmp / "incomplete.tar"
+    with tarfile.open(variant[0]) as src, tarfile.open(path, "w") as dst:
+        manifest = json.load(src.extractfile("manifest.json"))
+        config = manifest[0]["Config"]
+        for name, data in ((config, src.extractfile(config).read()),
+                           ("manifest.json", json.dumps(manifest).encode())):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            dst.addfile(info, fileobj=io.BytesIO(data))
+    return path
+
+
+def _corrupt(variant, tmp: Path) -> Path:
+    """One byte changed inside the 200 MB layer: only `docker load` can tell."""
+    path = tmp / "corrupt.tar"
+    shutil.copyfile(variant[0], path)
+    with tarfile.open(path) as tar:
+        top = json.load(tar.extractfile("manifest.json"))[0]["Layers"][-1]
+        member = tar.getmember(top)
+    with path.open("r+b") as fh:
+        fh.seek(member.offset_data + member.size // 2)
+        fh.write(b"\x01")
+    return path
+
+
+@pytest.mark.parametrize("make,code,says", [
+    (_truncated, 2, "is truncated: reading it as a `docker save` archive failed"),
+    (_incomplete, 2, "is incomplete: its manifest names"),
+    (_corrupt, 1, "looks corrupt or truncated"),
+])
+def test_bad_tarball_fails_before_launch(deploy, sandbox, variant, tmp_path, foreign, make,
+                                         code, says):
+    path = make(variant, tmp_path)
+    absent(sandbox, variant[1])
+    d = deploy(2, "sglang", MODEL, *TWO, "--image", str(path), nodelist="n1,n2")
+    got = d.wait(120)
+    assert got == code and says in d.err and str(path) in d.err, d.err
+    assert "re-create it with `docker save" in d.err
+    assert "] launch" not in d.err and not our_containers(sandbox, d.job_id)
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
+
+
+def test_untagged_tarball_is_loaded_and_run_by_id(deploy, sandbox, variant):
+    path, image_id = variant
+    absent(sandbox, image_id)
+    try:
+        d = deploy(2, "sglang", MODEL, *TWO, "--image", str(path), nodelist="n1,n2")
+        d.wait_ready()
+        assert "n1: loaded" in d.err and "n2: loaded" in d.err
+        for node in d.state()["nodes"]:
+            running = sandbox.docker(node["host"], "inspect", "-f", "{{.Image}}",
+                                     node["container"]).stdout.strip()
+            assert running == image_id
+        d.signal_driver(signal.SIGINT)
+        assert_clean_end(d, sandbox, 0, f"no container of job {d.job_id} left")
+    finally:
+        absent(sandbox, image_id)
+
+
+def test_disk_full_on_load(deploy, sandbox, standin_tarball, foreign):
+    """n2's docker data root is a 64 MB tmpfs: `docker load` there runs out of space."""
+    root = Path(sandbox_status()["state_dir"]) / "docker" / "n2"
+    mounted = False
+    try:
+        stop_dockerd("n2")
+        run(["mount", "-t", "tmpfs", "-o", "size=64m", "sstest-full", str(root)])
+        mounted = True
+        restore_nodes(sandbox)  # starts n2's dockerd on the small, empty data root
+        d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+        assert_clean_end(d, sandbox, 1, "image distribution failed, nothing was started",
+                         "node n2: error: docker load failed", "no space left on device",
+                         "docker data root is full", foreign=foreign)
+        assert "] launch" not in d.err
+    finally:
+        if mounted:
+            stop_dockerd("n2")
+            run(["umount", "--lazy", str(root)])
+        restore_nodes(sandbox)
+    load_image(sandbox, "n2", standin_tarball)  # still there under the tmpfs: no load needed
+
+
+# --- ports and names already taken ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("explicit", [True, False])
+def test_port_taken_on_the_head(deploy, sandbox, explicit):
+    port = PORT if explicit else SGLANG_PORT
+    holder = subprocess.Popen(
+        [str(Path(__file__).parent / "sandbox"), "exec", "n1", "python3", "-c",
+         "import socket, sys, time\n"
+         f"s = socket.create_server(('0.0.0.0', {port}))\n"
+         "print('listening', flush=True)\ntime.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout and holder.stdout.readline().strip() == "listening"
+        args = ("--port", str(port)) if explicit else ()
+        d = deploy(2, "sglang", MODEL, *TWO, *args, nodelist="n1,n2")
+        if explicit:
+            assert_clean_end(d, sandbox, 1, "preflight failed, nothing was started",
+                             f"node n1: port(s) {port} already in use")
+            assert "] launch" not in d.err
+        else:
+            d.wait_ready()
+            moved = re.search(rf"port {port} is taken on n1; serving on this job's port (\d+)",
+                              d.err)
+            assert moved and d.endpoint == f"http://{sandbox.addr('n1')}:{moved[1]}", d.err
+            assert d.chat()
+            d.signal_driver(signal.SIGINT)
+            assert_clean_end(d, sandbox, 0, f"no container of job {d.job_id} left")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_container_with_our_name(sandbox, standin_tarball, tmp_path):
+    """Our name without our label is someone else's: left alone, and the run says so. With
+    our label (an earlier attempt of the same job) it is replaced."""
+    _, tag = tarball_image(standin_tarball)
+    granted = sandbox.host("salloc", "--no-shell", "--nodes=2", "--nodelist=n1,n2",
+                           "--oversubscribe", "--job-name=sstest-alloc").stderr
+    job = re.search(r"Granted job allocation (\d+)", granted)[1]
+    args = ("sglang", MODEL, *TWO, "--image", str(standin_tarball), *STANDIN)
+    names = [f"slurmserve-{job}-1", f"slurmserve-{job}-0"]
+    try:
+        sandbox.docker("n2", "run", "-d", "--name", names[0], "--label", TEST_LABEL,
+                       "--entrypoint", "sleep", tag, "600")
+        d = Deployment(tmp_path / "a", 2, *args, nodelist="n1,n2", job=job)
+        assert_clean_end(d, sandbox, 1, f"a container named {names[0]} exists on n2 without "
+                         f"the label slurmserve.job={job}; it is not ours, so it was left alone")
+        assert sandbox.docker("n2", "inspect", "-f", "{{.State.Running}}",
+                              names[0]).stdout.strip() == "true"
+        sandbox.docker("n2", "rm", "-f", names[0])
+
+        stale = sandbox.docker("n1", "run", "-d", "--name", names[1], "--label",
+                               f"slurmserve.job={job}", "--entrypoint", "sleep", tag,
+                               "600").stdout.strip()
+        d = Deployment(tmp_path / "b", 2, *args, nodelist="n1,n2", job=job)
+        d.wait_ready()
+        now = sandbox.docker("n1", "inspect", "-f", "{{.Id}}", names[1]).stdout.strip()
+        assert now != stale and d.chat()
+        d.signal_driver(signal.SIGINT)
+        assert_clean_end(d, sandbox, 0, f"no container of job {job} left")
+    finally:
+        sandbox.host("scancel", job, check=False)
+        for node, name in (("n2", names[0]), ("n1", names[1])):
+            sandbox.docker(node, "rm", "-f", name, check=False)
+
+
+# --- the driver SIGKILLed -----------------------------------------------------------------------
+
+
+def test_driver_sigkill_under_salloc(deploy, sandbox, foreign):
+    """salloc ends the job when its command dies; SLURM's SIGTERM to the serving step's tasks
+    makes each stop its container."""
+    d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+    d.wait_ready()
+    d.signal_driver(signal.SIGKILL)
+    d.wait(60)  # salloc exits 0 for a command killed by SIGKILL (its own convention)
+    print(f"containers gone {gone_after(sandbox, d.job_id, 30):.1f} s after the driver died")
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
+
+
+def test_driver_sigkill_under_sbatch(sandbox, standin_tarball, tmp_path, foreign):
+    """The batch script's final cleanup step removes the containers by label."""
+    log_dir = tmp_path / "logs"
+    submit = subprocess.run(
+        ["slurmserve", "submit", "sglang", MODEL, *TWO, "--image", str(standin_tarball),
+         *STANDIN, "--log-dir", str(log_dir), "--sbatch-arg=--nodelist=n1,n2",
+         "--sbatch-arg=--oversubscribe", "--json"], capture_output=True, text=True, timeout=180)
+    assert submit.returncode == 0, submit.stderr
+    job = json.loads(submit.stdout.strip().splitlines()[-1])["job"]
+    try:
+        state = json.loads((log_dir / job / "state.json").read_text())
+        assert len(our_containers(sandbox, job).get("n1", [])) == 1
+        t0 = time.monotonic()
+        os.kill(state["driver_pid"], signal.SIGKILL)
+        gone = gone_after(sandbox, job, 30)
+        deadline = time.monotonic() + 30
+        while sandbox.host("squeue", "--noheader", f"--jobs={job}", check=False).stdout.strip():
+            assert time.monotonic() < deadline, "the job did not end after its driver died"
+            time.sleep(0.2)
+        print(f"containers gone {gone:.1f} s, job ended {time.monotonic() - t0:.1f} s after "
+              "the driver died")
+        batch_log = (log_dir / f"slurmserve-{job}.out").read_text()
+        removed = [int(m) for m in re.findall(r"SLURMSERVE_FACT\t\d+\tremoved\t(\d+)", batch_log)]
+        assert sum(removed) == 2, batch_log[-3000:]  # the final step, not SLURM, removed them
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
