@@ -7,7 +7,9 @@ from .topology import Allocation, ClusterPlan, NodeInfo, NodePlan
 
 __all__ = [
     "Allocation",
+    "Cluster",
     "ClusterPlan",
+    "Job",
     "LaunchError",
     "NodeInfo",
     "NodePlan",
@@ -20,3 +22,12 @@ __all__ = [
     "preview_allocation",
     "render_sbatch",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """`Cluster` and `Job` (the job client) load on first use: the CLI starts faster."""
+    if name in ("Cluster", "Job"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'slurmserve' has no attribute {name!r}")

@@ -122,7 +122,10 @@ def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
     driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=False)
     os.makedirs(driver.run_dir, exist_ok=True)
     try:
-        verdict, _ = driver.check()
+        verdict, image = driver.check()
+        if not verdict.failures:
+            alloc = Allocation(driver.job.job_id, tuple(verdict.nodes))
+            verdict.findings += driver.check_tools(alloc, image)
     finally:
         driver.cleanup([driver.job.job_id])  # the staging-directory markers
     return verdict, list(driver.nodes)

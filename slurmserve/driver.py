@@ -29,7 +29,7 @@ from .render import render_template
 from .runtimes import docker
 from .spec import ServeSpec
 from .state import STOP_MARKER
-from .topology import Allocation, ClusterPlan, ImageCheck, NodeInfo
+from .topology import Allocation, ClusterPlan, NodeInfo
 
 FACT = "SLURMSERVE_FACT"
 _FAILED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: FAILED: (.*)$")
@@ -292,7 +292,7 @@ class Driver:
         script = render_template(
             "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
             compressed=bool(tarball and tarball.compressed), staged=staged, checks=checks,
-            label=f"{docker.LABEL_JOB}={self.job.job_id}")
+            label=f"{docker.LABEL_JOB}={self.job.job_id}", load=True)
         results: dict[int, str] = {}
         found: dict[int, list[str]] = {}
 
@@ -315,7 +315,13 @@ class Driver:
             raise LaunchError("image distribution failed, nothing was started:\n  " + "\n  ".join(
                 errors or [f"srun exit {code}"]) + _load_hint(" ".join(errors), tarball))
         if checks:
-            self._judge_image_checks(checks, found)
+            findings = preflight.image_tools(list(self.nodes), checks, found)
+            failures = [f.line() for f in findings if f.status == "fail"]
+            if failures:
+                raise LaunchError("image check failed, nothing was started:\n  "
+                                  + "\n  ".join(failures))
+            self.console.phase("image", f"checked on {len(self.nodes)} node(s): "
+                               + findings[0].detail)
         if tarball:
             # Each loading node reads the whole tarball; sbcast reads it once and fans out.
             # (benchmarks/cluster.py measures the real reads from /proc.)
@@ -325,34 +331,22 @@ class Driver:
             self.console.phase("image", f"read {shared / 1e9:.2f} GB from {tarball.path}"
                                + (" once (sbcast fan-out)" if staged else ""))
 
-    def _judge_image_checks(self, checks: tuple[ImageCheck, ...], found: dict[int, list[str]]
-                            ) -> None:
-        """Every node's image must pass every check, with the same output (e.g. Ray version)."""
-        fixes = {c.name: c.fix for c in checks}
-        problems: list[str] = []
-        seen: dict[str, dict[str, list[str]]] = {}
-        for rank, host in enumerate(self.nodes):
-            results = dict(v.split(" ", 1) for v in found.get(rank, []) if " " in v)
-            if "image" in results:  # the checks could not run at all
-                problems.append(f"node {host}: {results['image'].removeprefix('fail ')}")
-                continue
-            for check in checks:
-                status, _, detail = results.get(check.name, "fail no result").partition(" ")
-                if status != "ok":
-                    problems.append(f"node {host}: image check `{check.command}` failed "
-                                    f"({detail}); {fixes[check.name]}")
-                else:
-                    seen.setdefault(check.name, {}).setdefault(detail, []).append(host)
-        for name, outputs in seen.items():
-            if len(outputs) > 1:
-                where = "; ".join(f"{', '.join(h)}: {o}" for o, h in outputs.items())
-                problems.append(f"the nodes' images differ in `{name}` ({where}); use one image "
-                                "(by ID) on every node")
-        if problems:
-            raise LaunchError("image check failed, nothing was started:\n  "
-                              + "\n  ".join(problems))
-        summary = ", ".join(f"{n} {next(iter(o))}" for n, o in seen.items())
-        self.console.phase("image", f"checked on {len(self.nodes)} node(s): {summary}")
+    def check_tools(self, alloc: Allocation, image: str) -> list[preflight.Finding]:
+        """`doctor`: the in-image checks on nodes that hold the image; loads nothing."""
+        checks = engines.get(self.spec.engine).plan(self.spec, alloc).image_checks
+        if not checks:
+            return []
+        script = render_template(
+            "distribute.sh.j2", image_id=image, source="", pull=False, compressed=False,
+            staged=False, checks=checks, label=f"{docker.LABEL_JOB}={self.job.job_id}",
+            load=False)
+        _, out = self._step("image-check", script, timeout=300)
+        found: dict[int, list[str]] = {}
+        for line in out.splitlines():
+            parts = line.split("\t", 3)
+            if len(parts) == 4 and parts[0] == FACT and parts[2] == "check":
+                found.setdefault(int(parts[1]), []).append(parts[3])
+        return preflight.image_tools(list(self.nodes), checks, found)
 
     def _stage_dir_is_node_local(self) -> bool:
         script = render_template("stage_check.sh.j2", stage_dir=self.spec.stage_dir,
@@ -518,7 +512,7 @@ class Driver:
         if self.plan is not None:
             self._write_state(removed=removed)
         reason = f" ({self.stop_reason})" if self.stop_reason else ""
-        checked = [n for n in self.nodes if not any(u.startswith(f"{n} ") for u in self.unchecked)]
+        checked = [n for n in self.nodes if not any(u.startswith(f"{n}: ") for u in self.unchecked)]
         if ended:  # new steps are refused now, so no cleanup step could check
             result = ("SLURM ended the job's steps, and each node's task stops its container on "
                       "SLURM's SIGTERM (a node cut off: once it is back; the next run removes "
@@ -528,9 +522,7 @@ class Driver:
         else:
             result = (f"no container of job {self.job.job_id} left on "
                       f"{', '.join(checked) or 'no node'}; could not check "
-                      f"{'; '.join(self.unchecked)}: a node's task stops its container when "
-                      "SLURM ends the step there (for a cut-off node: once it is back), and "
-                      "the next run removes leftovers by label")
+                      f"{'; '.join(self.unchecked)}; the next run removes leftovers by label")
         self.console.phase("teardown", f"done in {time.monotonic() - t0:.1f}s{reason}: {result}"
                            + (f" (cleanup removed {removed})" if removed else "")
                            + f"; logs kept in {self.run_dir}")
@@ -566,9 +558,13 @@ class Driver:
         for rank, host in enumerate(self.nodes):
             fact = facts.get(rank, {})
             if "removed" not in fact:
-                self.unchecked.append(f"{host} (no answer from its cleanup task: unreachable?)")
+                self.unchecked.append(
+                    f"{host}: its cleanup task did not answer (unreachable?); once the node is "
+                    "back, SLURM ends the step there and its task stops the container")
             elif fact.get("docker", "").startswith("error"):
-                self.unchecked.append(f"{host} (docker {fact['docker']})")
+                self.unchecked.append(
+                    f"{host}: docker does not answer ({fact['docker'].removeprefix('error: ')}); "
+                    "a stopping dockerd stops its containers")
         return sum(int(f.get("removed", "0")) for f in facts.values())
 
     def _show_failed_log(self) -> None:

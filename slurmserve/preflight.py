@@ -12,9 +12,9 @@ from .errors import SpecError
 from .images import TarballImage
 from .runtimes import docker
 from .spec import ServeSpec
-from .topology import NodeInfo
+from .topology import ImageCheck, NodeInfo
 
-CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports")
+CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools")
 
 
 @dataclass(frozen=True)
@@ -131,3 +131,43 @@ def _majority_image(facts: dict[int, dict[str, str]]) -> str | None:
     ids = [f["held_id"] for f in facts.values() if f.get("held_id")]
     head = facts.get(0, {}).get("held_id")
     return max(ids, key=lambda i: (ids.count(i), i == head)) if ids else None
+
+
+def image_tools(names: list[str], checks: tuple[ImageCheck, ...],
+                found: dict[int, list[str]]) -> list[Finding]:
+    """Judge the in-image checks ("NAME ok|fail DETAIL" per node, from distribute.sh.j2).
+
+    Every node's image must pass every check with the same output (e.g. one Ray version).
+    """
+    findings: list[Finding] = []
+    seen: dict[str, dict[str, list[str]]] = {}
+    for rank, host in enumerate(names):
+        results = dict(v.split(" ", 1) for v in found.get(rank, []) if " " in v)
+        if results.get("image", "").startswith("absent"):
+            findings.append(Finding(host, "tools", "warn", "image not on this node yet: "
+                                    "checked inside it at launch"))
+            continue
+        if "image" in results:  # the checks could not run at all
+            findings.append(Finding(host, "tools", "fail", results["image"].removeprefix("fail "),
+                                    "check that the image runs `sh`"))
+            continue
+        failed = False
+        for check in checks:
+            status, _, detail = results.get(check.name, "fail no result").partition(" ")
+            if status != "ok":
+                failed = True
+                findings.append(Finding(host, "tools", "fail", f"image check `{check.command}` "
+                                        f"failed ({detail})", check.fix))
+            else:
+                seen.setdefault(check.name, {}).setdefault(detail, []).append(host)
+        if not failed:
+            findings.append(Finding(host, "tools", "ok", ", ".join(
+                f"{c.name}: {results[c.name].partition(' ')[2]}" for c in checks)))
+    for name, outputs in seen.items():
+        if len(outputs) > 1:
+            where = "; ".join(f"{', '.join(h)}: {o}" for o, h in outputs.items())
+            for host in [h for hosts in list(outputs.values())[1:] for h in hosts]:
+                findings.append(Finding(host, "tools", "fail", f"the nodes' images differ in "
+                                        f"`{name}` ({where})", "use one image (by ID) on every "
+                                        "node"))
+    return findings

@@ -9,7 +9,7 @@ import subprocess
 import tarfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -188,12 +188,18 @@ def restore_nodes(sandbox: Sandbox) -> None:
 
 
 @contextmanager
-def dropped(sandbox: Sandbox, node: str, *match: str) -> Iterator[None]:
+def dropped(sandbox: Sandbox, node: str, *match: str) -> Iterator[Callable[[], int]]:
     """TCP packets to NODE matching MATCH (iptables syntax) are dropped in its namespace while
-    the block runs: connections hang in SYN retries, as to a filtered port."""
+    the block runs: connections hang in SYN retries, as to a filtered port. Yields a function
+    counting the packets dropped so far (the sandbox adds no DROP rules of its own)."""
     rule = ["INPUT", "-p", "tcp", *match, "-j", "DROP"]
     sandbox.exec(node, "iptables", "-I", *rule)
+
+    def hits() -> int:
+        rules = sandbox.exec(node, "iptables", "-S", "INPUT", "-v").stdout.splitlines()
+        return sum(int(r.split(" -c ")[1].split()[0]) for r in rules if r.endswith("-j DROP"))
+
     try:
-        yield
+        yield hits
     finally:
         sandbox.exec(node, "iptables", "-D", *rule, check=False)

@@ -7,6 +7,7 @@ engines.
 
 from __future__ import annotations
 
+import json
 import subprocess
 
 import pytest
@@ -54,6 +55,20 @@ def test_image_without_ray_fails_before_launch_naming_each_node(deploy, sandbox,
     assert not our_containers(sandbox, d.job_id)
 
 
+def test_doctor_runs_the_image_checks_without_loading_or_serving(sandbox, image_without_ray,
+                                                                 tmp_path):
+    argv = ["salloc", "--nodes=2", "--nodelist=n1,n2", "--oversubscribe", "slurmserve",
+            "doctor", "vllm", "org/tiny-model", "--image", image_without_ray, "--nodes", "2",
+            "--pp", "2", "--gpus", "none", "--gpus-per-node", "1", "--log-dir", str(tmp_path),
+            "--json"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    tools = [f for f in json.loads(proc.stdout)["findings"] if f["check"] == "tools"]
+    assert {(f["node"], f["status"]) for f in tools} == {("n1", "fail"), ("n2", "fail")}
+    assert all("ray: not found" in f["detail"] for f in tools)
+    assert not our_containers(sandbox)
+
+
 def test_one_tag_naming_different_images_fails_preflight_naming_the_node(deploy, sandbox,
                                                                         image_without_ray):
     d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2", "--image", MIXED,
@@ -68,7 +83,7 @@ def test_one_tag_naming_different_images_fails_preflight_naming_the_node(deploy,
 def test_ray_version_is_checked_and_the_group_forms_when_ray_is_there(deploy, sandbox):
     d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--pp", "2", nodelist="n1,n2")
     d.wait_ready()
-    assert "checked on 2 node(s): ray ray, version" in d.err, d.err
+    assert "checked on 2 node(s): ray: ray, version" in d.err, d.err
     assert {m["ip"] for m in d.info()["group"]["members"]} == {"10.77.0.1", "10.77.0.2"}
 
 

@@ -284,3 +284,25 @@ def test_proxyjump_and_agent(station, tmp_path):
     finally:
         agent.terminate()
         agent.wait(10)
+
+
+def test_python_client_from_a_notebook(sandbox, standin_tarball, station, tmp_path, monkeypatch):
+    from slurmserve import Cluster
+
+    monkeypatch.setenv("SLURMSERVE_CONFIG", str(station.user_config))
+    monkeypatch.setenv("SLURMSERVE_SSH_CONFIG", str(station.ssh_config))
+    progress: list[str] = []
+    with Cluster.connect("sandbox") as cluster:
+        job = cluster.submit(engine="sglang", model="org/tiny", image=str(standin_tarball),
+                             gpus="none", gpus_per_node=1, health_timeout=120,
+                             log_dir=str(tmp_path / "logs"), on_progress=progress.append)
+        try:
+            assert progress[-1] == f"job {job.id}: running, ready"
+            assert job.base_url.startswith("http://127.0.0.1:")  # a tunnel via the login host
+            assert _chat(job.base_url)
+            assert job.status().healthy is True
+            assert any("STAND-IN" in line for line in job.logs(node="0"))
+            assert job.stop()["status"] == "stopped"
+        finally:
+            subprocess.run(["scancel", job.id], check=False)
+    assert not our_containers(sandbox, job.id)

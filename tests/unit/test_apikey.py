@@ -231,3 +231,9 @@ def test_secrets_printed_by_the_engine_are_masked_in_the_node_log(tmp_path, key_
     assert "HF_TOKEN=<redacted>" in text and "api_key='<redacted>')" in text, text
     for secret in (KEY, repr(KEY)[1:-1], "hf_visible_secret_42"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("name", ["vllm", "sglang", "trtllm"])
+def test_every_engine_says_how_it_takes_a_key(name):
+    files = engines.get(name).api_key_files("sk-x")
+    assert isinstance(files, dict) and all(isinstance(v, str) for v in files.values())

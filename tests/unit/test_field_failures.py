@@ -129,8 +129,24 @@ def test_mode_14_ray_mode_checks_ray_in_the_image_and_mp_does_not(tmp_path):
 
 def test_image_checks_render_into_valid_shell():
     _, ray, _ = _launch("/tmp/unused", tp=8, pp=2)
-    script = render_template("distribute.sh.j2", image_id="sha256:abc", source="/x.tar",
-                             pull=False, compressed=False, staged=False, checks=ray.image_checks,
-                             label="slurmserve.job=4242")
-    subprocess.run(["bash", "-n"], input=script, text=True, check=True)
-    assert "ray --version" in script and "--label slurmserve.job=4242" in script
+    for load in (True, False):  # run's distribution step, and doctor's check-only step
+        script = render_template("distribute.sh.j2", image_id="sha256:abc", source="/x.tar",
+                                 pull=False, compressed=False, staged=False,
+                                 checks=ray.image_checks, label="slurmserve.job=4242", load=load)
+        subprocess.run(["bash", "-n"], input=script, text=True, check=True)
+        assert "ray --version" in script and "--label slurmserve.job=4242" in script
+        assert ("docker load" in script) is load
+
+
+def test_image_tools_name_each_failing_node_and_a_version_split():
+    from slurmserve.preflight import image_tools
+
+    _, ray, _ = _launch("/tmp/unused", tp=8, pp=2)
+    found = {0: ["ray ok ray, version 2.60.0"], 1: ["ray fail sh: 1: ray: not found"],
+             2: ["image absent"], 3: ["ray ok ray, version 2.49.1"]}
+    findings = image_tools(["a", "b", "c", "d"], ray.image_checks, found)
+    by_node = {(f.node, f.status) for f in findings}
+    assert ("b", "fail") in by_node and ("c", "warn") in by_node
+    [split] = [f for f in findings if "differ" in f.detail]
+    assert split.node == "d" and "a: ray, version 2.60.0" in split.detail
+    assert "--launch-mode mp" in next(f.fix for f in findings if f.node == "b")
