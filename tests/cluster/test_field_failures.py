@@ -147,3 +147,68 @@ def test_hub_model_is_fetched_once_on_the_head_and_a_failure_names_it(sandbox, v
     assert "hf_sandboxsecret123" not in d.out + d.err
     assert (tmp_path / "hf").is_dir()
     assert not our_containers(sandbox, d.job_id)
+
+
+HUB_REPO = "org/tiny-hub-model"
+HOST_ON_BRIDGE = "10.77.0.254"  # the host's side of ssbr0: every node reaches it
+
+
+@pytest.fixture
+def fakehub():
+    """The stand-in Hub (fakehub.py) with one small repo, on the host's bridge address; a
+    request without the token gets 401, as for a gated repo."""
+    import secrets
+
+    from fakehub import FakeHub
+
+    files = {"config.json": b'{"model_type": "standin"}\n', "model.safetensors": bytes(range(256)) * 64}
+    hub = FakeHub({HUB_REPO: files}, host=HOST_ON_BRIDGE, token=f"hf_{secrets.token_hex(12)}")
+    try:
+        yield hub
+    finally:
+        hub.close()
+
+
+def test_hub_model_is_downloaded_once_by_the_head_and_every_node_loads_it_offline(
+        deploy, sandbox, fakehub, tmp_path):
+    """Mode 13, success path: two nodes, one download per file (from the head, with the
+    env file's token), then each rank resolves the model from the shared cache offline."""
+    env_file = tmp_path / "secrets.env"
+    env_file.write_text(f"HF_TOKEN={fakehub.token}\n")
+    env_file.chmod(0o600)
+    cache = tmp_path / "hf"  # /tmp is one directory for all sandbox nodes: a shared FS
+    d = deploy(2, "vllm", HUB_REPO, "--nodes", "2", "--pp", "2", "--launch-mode", "mp",
+               "--hf-cache", str(cache), "--env", f"HF_ENDPOINT={fakehub.url}",
+               "--env-file", str(env_file), nodelist="n1,n2")
+    d.wait_ready()
+    assert f"fetching {HUB_REPO} once into {cache} on n1" in d.err, d.err
+    assert "from the Hub itself" not in d.err
+    for name in fakehub.repos[HUB_REPO]:
+        assert fakehub.downloads(HUB_REPO, name) == 1, (name, fakehub.requests)
+    assert {r.client for r in fakehub.requests} == {sandbox.addr("n1")}
+    assert {r.authorization for r in fakehub.requests if HUB_REPO in r.path} == \
+        {f"Bearer {fakehub.token}"}
+    info = d.info()
+    snapshot = f"/slurmserve-hf/hub/models--org--tiny-hub-model/snapshots/{fakehub.commits[HUB_REPO]}"
+    assert info["model_path"] == snapshot
+    assert (info["env"]["HF_HUB_OFFLINE"], info["env"]["HF_HOME"]) == ("1", "/slurmserve-hf")
+    worker_log = next(d.log_dir.glob("*/node-1-n2.log")).read_text()
+    assert f"model {HUB_REPO} resolved offline to {snapshot}" in worker_log, worker_log
+    assert (cache / snapshot.removeprefix("/slurmserve-hf/") / "config.json").is_file()
+    assert d.chat()
+    requests = len(fakehub.requests)
+    d.signal_driver()
+    assert d.wait() == 0, d.err
+    assert len(fakehub.requests) == requests  # nobody went back to the Hub
+    secret = fakehub.token.encode()
+    leaks = [p for p in d.log_dir.rglob("*") if p.is_file() and secret in p.read_bytes()]
+    assert not leaks and fakehub.token not in d.out + d.err
+    assert not our_containers(sandbox, d.job_id)
+
+
+def test_two_nodes_without_hf_cache_are_warned_about_hub_downloads(deploy):
+    d = deploy(2, "vllm", HUB_REPO, "--nodes", "2", "--pp", "2", nodelist="n1,n2")
+    d.wait_err(rf"warning: each of 2 nodes downloads {HUB_REPO} from the Hub itself .*"
+               "--hf-cache DIR", timeout=120)
+    d.signal_driver()
+    d.wait(60)

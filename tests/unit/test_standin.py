@@ -249,6 +249,32 @@ def test_selected_env_shows_secret_names_only() -> None:
                    "VLLM_HOST_IP": "10.77.0.1"}
 
 
+def test_model_resolution_offline_needs_the_hf_cache_online_serves_the_name(
+        tmp_path: Path) -> None:
+    calls: list[tuple[str, dict[str, Any]]] = []
+
+    def cached(model: str, **kw: Any) -> str:
+        calls.append((model, kw))
+        return f"/hf/hub/models--{model.replace('/', '--')}/snapshots/abc"
+
+    def missing(model: str, **kw: Any) -> str:
+        raise LookupError("Cannot find an appropriate cached snapshot folder\nmore text")
+
+    offline = {"HF_HUB_OFFLINE": "1", "HF_HOME": "/hf"}
+    assert common.resolve_model("/models/absent", offline, missing) == "/models/absent"
+    assert common.resolve_model(str(tmp_path), offline, missing) == str(tmp_path)
+    assert common.resolve_model("org/m", {}, missing) is None  # online: the name is served
+    assert common.resolve_model("org/m", {"HF_HUB_OFFLINE": "0"}, missing) is None
+    assert common.resolve_model("org/m", offline, cached) == "/hf/hub/models--org--m/snapshots/abc"
+    assert calls == [("org/m", {"local_files_only": True})]
+    assert common.resolve_model("org/m", {"HF_HUB_OFFLINE": "true"}, cached)
+    with pytest.raises(StandinError) as err:
+        common.resolve_model("org/m", offline, missing)
+    assert str(err.value) == (
+        "cannot load org/m: not a local path, HF_HUB_OFFLINE=1 and not in the Hugging Face "
+        "cache under HF_HOME=/hf (LookupError: Cannot find an appropriate cached snapshot folder)")
+
+
 def test_local_gpus() -> None:
     assert common.local_gpus({}) == 8
     assert common.local_gpus({"CUDA_VISIBLE_DEVICES": "0,1,2"}) == 3
@@ -623,7 +649,8 @@ def _wait_health(port: int, proc: subprocess.Popen[str], limit: float = 15) -> N
 def test_vllm_process_banner_info_and_prompt_sigterm() -> None:
     port = free_port()
     proc = _spawn(["-m", "standin.vllm_cli", "serve", "org/m", "--host", "127.0.0.1", "--port",
-                   str(port), "--x-flag", "a b"], {"HF_TOKEN": "hf_x", "NCCL_DEBUG": "INFO"})
+                   str(port), "--x-flag", "a b"], {"HF_TOKEN": "hf_x", "NCCL_DEBUG": "INFO",
+                                                     "HF_HUB_OFFLINE": ""})
     try:
         _wait_health(port, proc)
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
@@ -633,6 +660,7 @@ def test_vllm_process_banner_info_and_prompt_sigterm() -> None:
                                     "--x-flag", "a b"]
         assert info["env"]["HF_TOKEN"] == "<redacted>" and info["env"]["NCCL_DEBUG"] == "INFO"
         assert info["group"]["world_size"] == 1
+        assert info["model_path"] is None  # online, a hub ID is served by name, never fetched
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(5) == 0

@@ -9,7 +9,12 @@ export PIP_CACHE_DIR=/cache/pip PIP_CERT=/etc/ssl/certs/ca-certificates.crt
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_DEFAULT_TIMEOUT=180
 
 python3 -m venv --system-site-packages /opt/venv  # system site: Debian's mpi4py
-/opt/venv/bin/pip install --quiet "ray==$RAY_VERSION" "pyyaml==$PYYAML_VERSION"
+# huggingface_hub resolves hub IDs offline (HF_HUB_OFFLINE=1) as the engines do; the version
+# the vllm-cpu image resolves to. Pinned here, not in versions.env, which is part of the
+# vllm-cpu recipe hash too (a pin for this image must not rebuild that one).
+HF_HUB_VERSION=2.4.0
+/opt/venv/bin/pip install --quiet "ray==$RAY_VERSION" "pyyaml==$PYYAML_VERSION" \
+    "huggingface_hub==$HF_HUB_VERSION"
 cp -r /recipe/standin /tmp/standin-src
 /opt/venv/bin/pip install --quiet /tmp/standin-src
 

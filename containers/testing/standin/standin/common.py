@@ -52,6 +52,44 @@ def selected_env(environ: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
+def is_local_model(model: str) -> bool:
+    """A path (as slurmserve decides: path-shaped), or an existing file or directory."""
+    return model.startswith(("/", "./", "../")) or os.path.exists(model)
+
+
+def hub_offline(environ: Mapping[str, str]) -> bool:
+    """HF_HUB_OFFLINE as huggingface_hub reads it."""
+    return environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def resolve_model(model: str, environ: Mapping[str, str],
+                  snapshot: Callable[..., str] | None = None) -> str | None:
+    """Where an engine would load MODEL from; None when the stand-in does not look it up.
+
+    A local path is used as given (not checked: the stand-in loads no weights). A hub ID under
+    HF_HUB_OFFLINE=1 must be complete in the Hugging Face cache (HF_HOME), as the real engines
+    need it offline, else StandinError. A hub ID online is only served by name: the stand-in
+    never downloads. `snapshot` replaces huggingface_hub.snapshot_download in unit tests.
+    """
+    if is_local_model(model):
+        return model
+    if not hub_offline(environ):
+        return None
+    if snapshot is None:
+        try:
+            from huggingface_hub import snapshot_download as snapshot
+        except ImportError as e:
+            raise StandinError(f"cannot resolve {model} offline: {e}") from None
+    try:
+        return snapshot(model, local_files_only=True)
+    except Exception as e:  # whatever huggingface_hub raises, the engine dies with it
+        first = (str(e).splitlines() or [""])[0]
+        raise StandinError(f"cannot load {model}: not a local path, HF_HUB_OFFLINE=1 and not in "
+                           f"the Hugging Face cache under HF_HOME="
+                           f"{environ.get('HF_HOME', '~/.cache/huggingface')} "
+                           f"({type(e).__name__}: {first})") from None
+
+
 def local_gpus(environ: Mapping[str, str]) -> int:
     """GPUs this node declares: SLURMSERVE_STANDIN_GPUS, else CUDA_VISIBLE_DEVICES, else 8."""
     if "SLURMSERVE_STANDIN_GPUS" in environ:

@@ -20,6 +20,7 @@ from .common import (
     member,
     node_name,
     primary_ip,
+    resolve_model,
     selected_env,
 )
 from .rendezvous import Follower, Leader, RendezvousError
@@ -182,6 +183,11 @@ def run(engine: str, argv: list[str], plan: Callable[[], Launch]) -> NoReturn:
     life.install()
     try:
         launch = plan()
+        if launch.model:  # every rank loads the weights: each resolves the model itself
+            model_path = resolve_model(launch.model, os.environ)
+            launch.extra_info["model_path"] = model_path
+            if model_path is not None and model_path != launch.model:
+                log(f"model {launch.model} resolved offline to {model_path}")
         faults = Faults.parse(os.environ.get("SLURMSERVE_STANDIN_FAULT", ""), launch.rank)
         if faults.exit_after is not None:
             life.start_exit_timer(faults.exit_after,
