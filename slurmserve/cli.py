@@ -122,7 +122,7 @@ def remote_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-def _cluster(params: dict[str, Any]) -> Any:
+def _cluster(params: dict[str, Any], prefix: str = "slurmserve") -> Any:
     """The client for this command: local, or over SSH with --remote (keys popped from params)."""
     from .client import Cluster
 
@@ -132,7 +132,7 @@ def _cluster(params: dict[str, Any]) -> Any:
     return Cluster.connect(opts["remote"], accept_new_host_key=bool(opts["accept_new_host_key"]),
                            ssh_config=opts["ssh_config"], connect_timeout=opts["connect_timeout"],
                            python=opts["remote_python"],
-                           notice=lambda text: click.echo(f"slurmserve: {text}", err=True))
+                           notice=lambda text: click.echo(f"{prefix}: {text}", err=True))
 
 
 def _print_ready(job: Any, remote: str | None) -> None:
@@ -520,7 +520,7 @@ def tunnel_command(job_id: str, local_port: int | None, **remote: Any) -> None:
     from .errors import LaunchError
     from .tunnel import supervise
 
-    with _cluster(remote) as cluster:
+    with _cluster(remote, prefix="tunnel") as cluster:
         if not cluster.remote:
             raise SpecError("--remote", "tunnel forwards from a workstation through a login host",
                             f"give --remote HOST; on the cluster `slurmserve status {job_id}` "

@@ -37,6 +37,14 @@ ACTIVE_SLURM = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}
 CLIENT_KEY_VAR = "SLURMSERVE_CLIENT_KEY"
 
 
+def _number(value: Any, default: float) -> float:
+    """A number from unvalidated spec data (the login host reports a bad one)."""
+    try:
+        return float(value) if value is not None else default
+    except (TypeError, ValueError):
+        return default
+
+
 def _status_from(data: Mapping[str, Any]) -> JobStatus:
     known = {f.name for f in fields(JobStatus)}
     return JobStatus(**{k: v for k, v in data.items() if k in known})
@@ -147,6 +155,7 @@ class Cluster:
     def __init__(self, backend: _Local | _Remote) -> None:
         self._backend = backend
         self._jobs: list[Job] = []  # those with a tunnel, closed with the cluster
+        self._forwards: list[Any] = []
 
     @classmethod
     def local(cls) -> Cluster:
@@ -186,8 +195,8 @@ class Cluster:
         if spec is None or fields_:
             base = spec.to_dict() if isinstance(spec, ServeSpec) else dict(spec or {})
             spec = {**base, **{k: v for k, v in fields_.items() if v is not None}}
-        health = spec.health_timeout if isinstance(spec, ServeSpec) else float(
-            spec.get("health_timeout") or 1800.0)
+        health = spec.health_timeout if isinstance(spec, ServeSpec) else _number(
+            spec.get("health_timeout"), 1800.0)
         job_id, run_dir = self._backend.submit(spec, python)
         job = Job(self, job_id, run_dir=run_dir, default_timeout=health + WAIT_MARGIN)
         if wait:
@@ -208,11 +217,15 @@ class Cluster:
         session = self.session
         if session is None or not parts.hostname:
             raise SpecError("--url", f"cannot forward {url}", "give --remote and http://HOST:PORT")
-        return tunnel_mod.Tunnel(session, parts.hostname, parts.port or 80, local_port).start()
+        tun = tunnel_mod.Tunnel(session, parts.hostname, parts.port or 80, local_port).start()
+        self._forwards.append(tun)
+        return tun
 
     def close(self) -> None:
         for job in self._jobs:
             job.close()
+        for tun in self._forwards:
+            tun.close()
         self._backend.close()
 
     def __enter__(self) -> Cluster:

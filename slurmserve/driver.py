@@ -514,9 +514,10 @@ class Driver:
         reason = f" ({self.stop_reason})" if self.stop_reason else ""
         checked = [n for n in self.nodes if not any(u.startswith(f"{n}: ") for u in self.unchecked)]
         if ended:  # new steps are refused now, so no cleanup step could check
-            result = ("SLURM ended the job's steps, and each node's task stops its container on "
-                      "SLURM's SIGTERM (a node cut off: once it is back; the next run removes "
-                      "leftovers by label)")
+            result = "SLURM ended the job's steps; " + (
+                "no container had been started" if self.proc is None else
+                "each node's task stops its container on SLURM's SIGTERM (a node cut off: once "
+                "it is back; the next run removes leftovers by label)")
         elif not self.unchecked:
             result = f"no container of job {self.job.job_id} left"
         else:

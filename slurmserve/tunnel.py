@@ -25,6 +25,7 @@ def free_port(preferred: int | None) -> int:
     """`preferred` when it is free on 127.0.0.1, else any free port."""
     if preferred:
         with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the tunnel binds
             try:
                 probe.bind(("127.0.0.1", preferred))
                 return preferred

@@ -80,22 +80,10 @@ def foreign(sandbox, containers, standin_tarball) -> tuple[str, str]:
     return "n1", containers.run("n1", "foreign", tag, "600", docker_args=["--entrypoint", "sleep"])
 
 
-def ours(sandbox: Sandbox, job: str, skip: tuple[str, ...] = ()) -> dict[str, list[str]]:
-    """`our_containers`, without the nodes in SKIP (whose docker is down)."""
-    found = {}
-    for node in sandbox.nodes:
-        if node not in skip:
-            names = sandbox.docker(node, "ps", "-a", "--filter", f"label=slurmserve.job={job}",
-                                   "--format", "{{.Names}}").stdout.split()
-            if names:
-                found[node] = names
-    return found
-
-
 def gone_after(sandbox: Sandbox, job: str, timeout: float, skip: tuple[str, ...] = ()) -> float:
     """Seconds until no container of JOB is left on any node (fails after TIMEOUT)."""
     t0 = time.monotonic()
-    while left := ours(sandbox, job, skip):
+    while left := our_containers(sandbox, job, skip):
         if time.monotonic() - t0 > timeout:
             raise AssertionError(f"containers of job {job} still there after {timeout} s: {left}")
         time.sleep(0.2)
@@ -419,19 +407,45 @@ def test_container_with_our_name(sandbox, standin_tarball, tmp_path):
 # --- the driver SIGKILLed -----------------------------------------------------------------------
 
 
-def test_driver_sigkill_under_salloc(deploy, sandbox, foreign):
-    """salloc ends the job when its command dies; SLURM's SIGTERM to the serving step's tasks
-    makes each stop its container."""
+def kill_run(driver_pid: int, run_dir: Path, node_scripts: bool) -> None:
+    """SIGKILL the driver and, if asked, every node.sh of its run first (as an OOM killer or
+    `kill -9` of everything might); the frozen driver cannot react in between."""
+    os.kill(driver_pid, signal.SIGSTOP)
+    script = str(run_dir / "node.sh").encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if node_scripts and script in (proc / "cmdline").read_bytes().split(b"\0"):
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            continue
+    os.kill(driver_pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("node_scripts", [False, True])
+def test_driver_sigkill_under_salloc(deploy, sandbox, foreign, node_scripts):
+    """salloc ends the job when its command dies, and SLURM's SIGTERM makes each node's task
+    stop its container. If those tasks were SIGKILLed too, the containers outlive the job
+    until the next run on the node removes them (leftovers of a finished job, by label)."""
     d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
     d.wait_ready()
-    d.signal_driver(signal.SIGKILL)
+    kill_run(d.driver_pid(), d.log_dir / d.job_id, node_scripts)
     d.wait(60)  # salloc exits 0 for a command killed by SIGKILL (its own convention)
-    print(f"containers gone {gone_after(sandbox, d.job_id, 30):.1f} s after the driver died")
+    if not node_scripts:
+        print(f"containers gone {gone_after(sandbox, d.job_id, 30):.1f} s after the kill")
+    else:
+        assert set(our_containers(sandbox, d.job_id)) == {"n1", "n2"}
+        after = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
+        after.wait_ready()
+        assert f"removed 2 leftover container(s) of finished job(s) {d.job_id}" in after.err
+        assert not our_containers(sandbox, d.job_id)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
 
 
-def test_driver_sigkill_under_sbatch(sandbox, standin_tarball, tmp_path, foreign):
-    """The batch script's final cleanup step removes the containers by label."""
+@pytest.mark.parametrize("how", ["SIGKILL to everything", "SIGTERM to the batch shell"])
+def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
+    """Driver and node scripts SIGKILLed: the batch script's final cleanup step removes the
+    containers by label. A TERM for the batch shell only (`scancel --batch`): it reaches the
+    driver, whose own teardown runs."""
     log_dir = tmp_path / "logs"
     submit = subprocess.run(
         ["slurmserve", "submit", "sglang", MODEL, *TWO, "--image", str(standin_tarball),
@@ -443,17 +457,23 @@ def test_driver_sigkill_under_sbatch(sandbox, standin_tarball, tmp_path, foreign
         state = json.loads((log_dir / job / "state.json").read_text())
         assert len(our_containers(sandbox, job).get("n1", [])) == 1
         t0 = time.monotonic()
-        os.kill(state["driver_pid"], signal.SIGKILL)
+        if how.startswith("SIGKILL"):
+            kill_run(state["driver_pid"], log_dir / job, node_scripts=True)
+        else:
+            sandbox.host("scancel", "--batch", "--signal=TERM", job)
         gone = gone_after(sandbox, job, 30)
-        deadline = time.monotonic() + 30
-        while sandbox.host("squeue", "--noheader", f"--jobs={job}", check=False).stdout.strip():
-            assert time.monotonic() < deadline, "the job did not end after its driver died"
-            time.sleep(0.2)
-        print(f"containers gone {gone:.1f} s, job ended {time.monotonic() - t0:.1f} s after "
-              "the driver died")
+        wait_until(f"job {job} ends", lambda: not sandbox.host(
+            "squeue", "--noheader", f"--jobs={job}", check=False).stdout.strip())
+        print(f"{how}: containers gone {gone:.1f} s, job ended {time.monotonic() - t0:.1f} s "
+              "after it")
         batch_log = (log_dir / f"slurmserve-{job}.out").read_text()
         removed = [int(m) for m in re.findall(r"SLURMSERVE_FACT\t\d+\tremoved\t(\d+)", batch_log)]
-        assert sum(removed) == 2, batch_log[-3000:]  # the final step, not SLURM, removed them
+        if how.startswith("SIGKILL"):
+            assert sum(removed) == 2, batch_log[-3000:]  # the final step removed them
+        else:
+            assert "slurmserve: SIGTERM during serving, stopping" in batch_log, batch_log[-3000:]
+            assert f"no container of job {job} left" in batch_log
+            assert sum(removed) == 0 and len(removed) == 2  # the final step found nothing
     finally:
-        subprocess.run(["scancel", job], check=False)
+        sandbox.host("scancel", job, check=False)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0

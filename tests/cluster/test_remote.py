@@ -57,7 +57,8 @@ class Workstation:
         self.env.update(HOME=str(self.home), XDG_STATE_HOME=str(self.home / "state"),
                         SLURMSERVE_SSH_CONFIG=str(self.ssh_config),
                         SLURMSERVE_CONFIG=str(self.user_config),
-                        SLURM_CONF=str(root / "no-slurm-here.conf"), OPENAI_API_KEY=SECRET)
+                        SLURM_CONF=str(root / "no-slurm-here.conf"), OPENAI_API_KEY=SECRET,
+                        SERVE_KEY=SECRET)
         self.outputs: list[str] = []
 
     def cli(self, *args: str, timeout: float = 120, env: dict | None = None
@@ -122,7 +123,9 @@ def test_submit_tunnel_chat_status_stop(sandbox, standin_tarball, station, tmp_p
     submit = station.cli("submit", "sglang", "org/tiny", "--image", str(standin_tarball),
                          "--nodes", "2", "--tp", "2", "--gpus", "none", "--gpus-per-node", "1",
                          "--health-timeout", "120", "--log-dir", str(logs),
-                         "--remote", "sandbox", "--json", timeout=300)
+                         # a variable of the laptop: it reaches the job over the SSH channel
+                         "--api-key", "env:SERVE_KEY", "--remote", "sandbox", "--json",
+                         timeout=300)
     assert submit.returncode == 0, submit.stderr
     ready_s = time.monotonic() - start
     info = json.loads(submit.stdout.strip().splitlines()[-1])
@@ -140,8 +143,9 @@ def test_submit_tunnel_chat_status_stop(sandbox, standin_tarball, station, tmp_p
         assert (row["slurm_state"], row["status"], row["healthy"]) == ("RUNNING", "ready", True)
         assert row["endpoint"] == info["endpoint"] and len(row["nodes"]) == 2
         check = station.cli("test", "--job", job, "--remote", "sandbox", "--only",
-                            "models,chat", "--json")
+                            "models,auth,chat", "--json")
         assert check.returncode == 0, check.stdout + check.stderr
+        assert [c["status"] for c in json.loads(check.stdout)["checks"]] == ["PASS"] * 3
         assert json.loads(check.stdout)["base_url"].startswith("http://127.0.0.1:")
         node_log = station.cli("logs", job, "--node", "0", "--remote", "sandbox")
         assert "STAND-IN" in node_log.stdout, node_log.stderr
