@@ -408,17 +408,21 @@ def test_container_with_our_name(sandbox, standin_tarball, tmp_path):
 
 
 def kill_run(driver_pid: int, run_dir: Path, node_scripts: bool) -> None:
-    """SIGKILL the driver and, if asked, every node.sh of its run first (as an OOM killer or
-    `kill -9` of everything might); the frozen driver cannot react in between."""
-    os.kill(driver_pid, signal.SIGSTOP)
+    """SIGKILL the driver and, if asked, every node.sh of its run with its `docker run`
+    client (as an OOM killer or `kill -9` of everything might). All are frozen first, so none
+    reacts to another's death."""
+    pids = [driver_pid]
     script = str(run_dir / "node.sh").encode()
-    for proc in Path("/proc").iterdir():
+    for proc in Path("/proc").iterdir() if node_scripts else ():
         try:
-            if node_scripts and script in (proc / "cmdline").read_bytes().split(b"\0"):
-                os.kill(int(proc.name), signal.SIGKILL)
+            if script in (proc / "cmdline").read_bytes().split(b"\0"):
+                pids.append(int(proc.name))
+                pids += map(int, (proc / "task" / proc.name / "children").read_text().split())
         except (OSError, ValueError):
             continue
-    os.kill(driver_pid, signal.SIGKILL)
+    for sig in (signal.SIGSTOP, signal.SIGKILL):
+        for pid in pids:
+            os.kill(pid, sig)
 
 
 @pytest.mark.parametrize("node_scripts", [False, True])
