@@ -322,7 +322,7 @@ class Driver:
                                   + "\n  ".join(failures))
             self.console.phase("image", f"checked on {len(self.nodes)} node(s): "
                                + findings[0].detail)
-        if tarball:
+        if tarball and missing:
             # Each loading node reads the whole tarball; sbcast reads it once and fans out.
             # (benchmarks/cluster.py measures the real reads from /proc.)
             shared = tarball.size * (1 if staged else len(missing))

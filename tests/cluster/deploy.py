@@ -121,7 +121,7 @@ class Deployment:
                 time.sleep(1)
             except (OSError, AssertionError, KeyError, ValueError):
                 pass
-            os.killpg(self.proc.pid, signal.SIGKILL)
+            self._kill()
             raise AssertionError(f"slurmserve run did not exit within {timeout}s\n{self.err}"
                                  ) from None
 
@@ -142,7 +142,16 @@ class Deployment:
                 self.signal_driver(signal.SIGINT)
                 self.proc.wait(60)
             except Exception:
-                os.killpg(self.proc.pid, signal.SIGKILL)
+                self._kill()
+
+    def _kill(self) -> None:
+        """SIGKILL salloc and the run; salloc cannot release its job then, so scancel it."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        try:
+            job = self.job_id
+        except AssertionError:
+            return
+        subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
 
 
 def our_containers(sandbox, job_id: str | None = None, skip: tuple[str, ...] = ()

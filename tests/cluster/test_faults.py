@@ -409,20 +409,22 @@ def test_container_with_our_name(sandbox, standin_tarball, tmp_path):
 
 def kill_run(driver_pid: int, run_dir: Path, node_scripts: bool) -> None:
     """SIGKILL the driver and, if asked, every node.sh of its run with its `docker run`
-    client (as an OOM killer or `kill -9` of everything might). All are frozen first, so none
-    reacts to another's death."""
-    pids = [driver_pid]
+    client (as an OOM killer or `kill -9` of everything might). The driver and the scripts
+    are frozen first, so none reacts to another's death; a client is never frozen, as its
+    process group, orphaned, would get a SIGHUP that it passes on to the container."""
+    os.kill(driver_pid, signal.SIGSTOP)
+    scripts, clients = [], []
     script = str(run_dir / "node.sh").encode()
     for proc in Path("/proc").iterdir() if node_scripts else ():
         try:
             if script in (proc / "cmdline").read_bytes().split(b"\0"):
-                pids.append(int(proc.name))
-                pids += map(int, (proc / "task" / proc.name / "children").read_text().split())
+                os.kill(int(proc.name), signal.SIGSTOP)
+                scripts.append(int(proc.name))
+                clients += map(int, (proc / "task" / proc.name / "children").read_text().split())
         except (OSError, ValueError):
             continue
-    for sig in (signal.SIGSTOP, signal.SIGKILL):
-        for pid in pids:
-            os.kill(pid, sig)
+    for pid in [*clients, *scripts, driver_pid]:
+        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("node_scripts", [False, True])
@@ -438,9 +440,13 @@ def test_driver_sigkill_under_salloc(deploy, sandbox, foreign, node_scripts):
         print(f"containers gone {gone_after(sandbox, d.job_id, 30):.1f} s after the kill")
     else:
         assert set(our_containers(sandbox, d.job_id)) == {"n1", "n2"}
+        wait_until(f"job {d.job_id} finishes", lambda: sandbox.host(
+            "squeue", "--noheader", f"--jobs={d.job_id}", "--states=PD,CF,R,CG",
+            check=False).stdout.strip() == "")  # only leftovers of finished jobs are removed
         after = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
         after.wait_ready()
-        assert f"removed 2 leftover container(s) of finished job(s) {d.job_id}" in after.err
+        assert re.search(rf"removed \d+ leftover container\(s\) of finished job\(s\) "
+                         rf"[\d, ]*\b{d.job_id}\b", after.err), after.err
         assert not our_containers(sandbox, d.job_id)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
 
@@ -472,12 +478,15 @@ def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
               "after it")
         batch_log = (log_dir / f"slurmserve-{job}.out").read_text()
         removed = [int(m) for m in re.findall(r"SLURMSERVE_FACT\t\d+\tremoved\t(\d+)", batch_log)]
+        assert len(removed) == 2, batch_log[-3000:]  # the final step ran on every node
         if how.startswith("SIGKILL"):
-            assert sum(removed) == 2, batch_log[-3000:]  # the final step removed them
+            # Nothing else was left to stop them. (Which node's removal came first varies:
+            # the other stand-in may exit on its own once its group is broken.)
+            assert sum(removed) >= 1, batch_log[-3000:]
         else:
             assert "slurmserve: SIGTERM during serving, stopping" in batch_log, batch_log[-3000:]
             assert f"no container of job {job} left" in batch_log
-            assert sum(removed) == 0 and len(removed) == 2  # the final step found nothing
+            assert sum(removed) == 0  # the driver's teardown had removed them
     finally:
         sandbox.host("scancel", job, check=False)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0

@@ -53,6 +53,20 @@ def _files(tmp: Path) -> dict[str, Path]:
 
     with tarfile.open(plain_tar, "w") as tar:
         tar.add(bad_yaml, arcname="hello.txt")
+    # `docker save` layout: a layer, the config, manifest.json last (as docker writes it).
+    import io
+
+    manifest = json.dumps([{"Config": "c0ffee.json", "Layers": ["l1/layer.tar"]}]).encode()
+    truncated, incomplete = tmp / "truncated.tar", tmp / "incomplete.tar"
+    for path, members in ((truncated, [("l1/layer.tar", b"x" * 65536), ("c0ffee.json", b"{}"),
+                                       ("manifest.json", manifest)]),
+                          (incomplete, [("c0ffee.json", b"{}"), ("manifest.json", manifest)])):
+        with tarfile.open(path, "w") as tar:
+            for name, data in members:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    truncated.write_bytes(truncated.read_bytes()[:30000])  # cut inside the layer
     env_file = tmp / "bad.env"
     env_file.write_text("GOOD=1\nthis line is wrong\n")
     trt_cfg = tmp / "trt.yaml"
@@ -62,7 +76,8 @@ def _files(tmp: Path) -> dict[str, Path]:
     return dict(
         bad_yaml=bad_yaml, unknown_key=unknown_key, dashed_key=dashed_key,
         bad_slurm_key=bad_slurm_key, not_mapping=not_mapping, bad_type=bad_type,
-        not_tar=not_tar, plain_tar=plain_tar, env_file=env_file, trt_cfg=trt_cfg,
+        not_tar=not_tar, plain_tar=plain_tar, truncated=truncated, incomplete=incomplete,
+        env_file=env_file, trt_cfg=trt_cfg,
         not_utf8=not_utf8,
         slurm_list=_yaml(tmp, "slurm-list", "slurm: [gpu]\n"),
         args_string=_yaml(tmp, "args-string", 'engine_args: "--max-model-len 8192"\n'),
@@ -93,6 +108,10 @@ CASES = [
     ("not-a-tar", lambda f: ["vllm", "m", "--image", str(f["not_tar"])], ["image", "docker save"]),
     ("tar-not-docker-save", lambda f: ["vllm", "m", "--image", str(f["plain_tar"])],
      ["image", "manifest.json"]),
+    ("tar-truncated", lambda f: ["vllm", "m", "--image", str(f["truncated"])],
+     ["image", "is truncated", "docker save"]),
+    ("tar-incomplete", lambda f: ["vllm", "m", "--image", str(f["incomplete"])],
+     ["image", "is incomplete", "l1/layer.tar"]),
     ("bad-image-ref", lambda f: ["vllm", "m", "--image", "Bad Image!"], ["image", "reference"]),
     ("world-mismatch", lambda f: BASE + ["--nodes", "2", "--tp", "8"], ["--tp/--pp/--dp", "--nodes 1"]),
     ("world-too-big", lambda f: BASE + ["--tp", "16"], ["--tp/--pp/--dp", "--nodes 2"]),
