@@ -55,7 +55,9 @@ class PortBlock:
 
     SIZE = 100
     FIRST = 20000
-    COUNT = 120  # blocks span 20000..31999, below Linux's ephemeral range (32768+)
+    # Blocks span 20000..29999: below Linux's ephemeral range (32768+) and clear of the engines'
+    # default HTTP ports (8000, SGLang's 30000) and Ray's defaults (6379, 8265, 10001).
+    COUNT = 100
 
     @classmethod
     def for_job(cls, job_id: str) -> PortBlock:

@@ -127,9 +127,19 @@ def test_default_ports_per_engine():
 
 
 def test_port_blocks_differ_between_neighbouring_jobs_and_stay_in_range():
-    blocks = {PortBlock.for_job(str(j)).base for j in range(1000, 1120)}
-    assert len(blocks) == 120
+    blocks = {PortBlock.for_job(str(j)).base for j in range(1000, 1000 + PortBlock.COUNT)}
+    assert len(blocks) == PortBlock.COUNT
     assert all(b >= 20000 and b + PortBlock.SIZE <= 32768 for b in blocks)
+
+
+def test_no_port_block_holds_a_default_port():
+    """Job 1180 once got the block 30000..30099: its SGLang rendezvous took SGLang's HTTP
+    port, and the readiness probe talked to the rendezvous."""
+    defaults = {engines.get(name).DEFAULT_PORT for name in ("vllm", "sglang", "trtllm")}
+    defaults |= {6379, 8265, 10001}  # Ray's GCS, dashboard and client server
+    for job in range(PortBlock.COUNT):
+        base = PortBlock.for_job(str(job)).base
+        assert not any(base <= port < base + PortBlock.SIZE for port in defaults), job
 
 
 def test_pp_with_ep_is_accepted_where_engines_accept_it():
