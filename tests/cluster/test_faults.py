@@ -233,6 +233,27 @@ def test_network_cut_while_serving(deploy, sandbox, foreign):
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
 
 
+def test_network_cut_while_starting(deploy, sandbox, foreign):
+    """n2 cut off after its container started, before the group formed: the head never
+    becomes ready, the run fails at its health timeout, n1 is clean at once and n2 once its
+    link is back."""
+    d = deploy(2, "sglang", MODEL, *TWO, "--health-timeout", "15",
+               "--env", "SLURMSERVE_STANDIN_FAULT=slow-start=5@0", nodelist="n1,n2")
+    try:
+        d.wait_err(r"\[1@n2\]: container \S+ started")
+        cut_network("n2")
+        assert d.wait(120) == 1, d.err
+        assert "not ready after 15s" in d.err, d.err
+        assert "could not check n2" in d.err, d.err
+        assert not our_containers(sandbox, d.job_id).get("n1")
+        cut_network("n2", up=True)
+        print(f"n2's container gone {gone_after(sandbox, d.job_id, 120):.1f} s after the link "
+              "came back")
+    finally:
+        restore_nodes(sandbox)
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
+
+
 def test_network_cut_before_the_run_fails_preflight_naming_the_node(deploy, sandbox, foreign):
     try:
         cut_network("n2")
