@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from . import runner, slurm
+from .bench import client_env
 from .errors import LaunchError
 
 Execute = Callable[[list[str], str], None]
@@ -35,7 +36,7 @@ def on_job_node(job_id: str, node: str, image: str, out_dir: str, api_key: str |
                 ) -> Execute:
     """Run the client in `image` on `node` of a running job, beside the server."""
     job = slurm.Job(job_id=job_id, nodes=(node,), nodelist=node)
-    env = dict(os.environ, **({"OPENAI_API_KEY": api_key} if api_key else {}))
+    env = dict(os.environ, **client_env(api_key))
 
     def execute(argv: list[str], result_path: str) -> None:
         cmd = slurm.srun_argv(job, _docker_run(image, out_dir, argv, api_key), nodes=1,
@@ -47,7 +48,7 @@ def on_job_node(job_id: str, node: str, image: str, out_dir: str, api_key: str |
 
 def local_docker(image: str, out_dir: str, api_key: str | None) -> Execute:
     """Run the client in `image` on this machine's Docker (host network)."""
-    env = dict(os.environ, **({"OPENAI_API_KEY": api_key} if api_key else {}))
+    env = dict(os.environ, **client_env(api_key))
 
     def execute(argv: list[str], result_path: str) -> None:
         cmd = _docker_run(image, out_dir, argv, api_key)

@@ -97,7 +97,7 @@ class Driver:
             alloc, image = self.preflight()
             self.plan = engines.get(self.spec.engine).plan(self.spec, alloc)
             self.distribute(image)
-            self.launch(alloc, image)
+            self.launch(image)
             self.wait_ready()
             self.serve()
             code = EXIT_OK if not self.failed else EXIT_FAILURE
@@ -292,9 +292,8 @@ class Driver:
         script = render_template(
             "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
             compressed=bool(tarball and tarball.compressed), staged=staged, checks=checks,
-            label=f"{docker.LABEL_JOB}={self.job.job_id}", load=True)
+            label=docker.job_label(self.job.job_id), load=True)
         results: dict[int, str] = {}
-        found: dict[int, list[str]] = {}
 
         def on_line(line: str) -> None:
             parts = line.split("\t", 3)
@@ -306,16 +305,14 @@ class Driver:
                 unit = "s" if value.startswith("loaded") else ""
                 if value != "skipped":
                     self.console.phase("image", f"{self.nodes[rank]}: {value}{unit}")
-            elif key == "check":
-                found.setdefault(rank, []).append(value)
 
-        code, _ = self._step("distribute", script, on_line=on_line)
+        code, out = self._step("distribute", script, on_line=on_line)
         errors = [f"node {self.nodes[r]}: {v}" for r, v in results.items() if v.startswith("error")]
         if code != 0 or errors:
             raise LaunchError("image distribution failed, nothing was started:\n  " + "\n  ".join(
                 errors or [f"srun exit {code}"]) + _load_hint(" ".join(errors), tarball))
         if checks:
-            findings = preflight.image_tools(list(self.nodes), checks, found)
+            findings = preflight.image_tools(list(self.nodes), checks, _check_facts(out))
             failures = [f.line() for f in findings if f.status == "fail"]
             if failures:
                 raise LaunchError("image check failed, nothing was started:\n  "
@@ -338,15 +335,10 @@ class Driver:
             return []
         script = render_template(
             "distribute.sh.j2", image_id=image, source="", pull=False, compressed=False,
-            staged=False, checks=checks, label=f"{docker.LABEL_JOB}={self.job.job_id}",
+            staged=False, checks=checks, label=docker.job_label(self.job.job_id),
             load=False)
         _, out = self._step("image-check", script, timeout=300)
-        found: dict[int, list[str]] = {}
-        for line in out.splitlines():
-            parts = line.split("\t", 3)
-            if len(parts) == 4 and parts[0] == FACT and parts[2] == "check":
-                found.setdefault(int(parts[1]), []).append(parts[3])
-        return preflight.image_tools(list(self.nodes), checks, found)
+        return preflight.image_tools(list(self.nodes), checks, _check_facts(out))
 
     def _stage_dir_is_node_local(self) -> bool:
         script = render_template("stage_check.sh.j2", stage_dir=self.spec.stage_dir,
@@ -355,10 +347,10 @@ class Driver:
         counts = [f.get("markers", "") for f in parse_facts(out).values()]
         return len(counts) == len(self.nodes) and all(c == "1" for c in counts)
 
-    def launch(self, alloc: Allocation, image: str) -> None:
-        spec = self.spec
+    def launch(self, image: str) -> None:
+        assert self.plan is not None, "plan before launch"
+        spec, plan = self.spec, self.plan
         self.image = image
-        self.plan = plan = engines.get(spec.engine).plan(spec, alloc)
         self.bundle = bundle = launch.build(spec, plan, self.run_dir, image)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
         if spec.hf_cache and not spec.model_is_local:
@@ -388,8 +380,8 @@ class Driver:
                            f"{self.nodes[0]}; every node then reads it offline")
         script = render_template(
             "prefetch.sh.j2", job_id=self.job.job_id, cache=spec.hf_cache, image=image,
-            container=f"slurmserve-{self.job.job_id}-prefetch", env_file=env_file,
-            label=f"{docker.LABEL_JOB}={self.job.job_id}", hf_dir=docker.HF_DIR, model=spec.model)
+            container=docker.container_name(self.job.job_id, "prefetch"), env_file=env_file,
+            label=docker.job_label(self.job.job_id), hf_dir=docker.HF_DIR, model=spec.model)
         code, out = self._step("prefetch", script, nodes=1)
         if code != 0:
             said = [line for line in out.splitlines() if line.startswith("slurmserve: ")]
@@ -610,6 +602,16 @@ class Driver:
 
     def _write_state(self, removed: int | None = None) -> str:
         return state.write(self.run_dir, self._state(removed))
+
+
+def _check_facts(out: str) -> dict[int, list[str]]:
+    """The in-image check results per rank (several `check` facts each, unlike parse_facts)."""
+    found: dict[int, list[str]] = {}
+    for line in out.splitlines():
+        parts = line.split("\t", 3)
+        if len(parts) == 4 and parts[0] == FACT and parts[2] == "check":
+            found.setdefault(int(parts[1]), []).append(parts[3])
+    return found
 
 
 def _load_hint(errors: str, tarball: images.TarballImage | None) -> str:

@@ -84,7 +84,7 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
     script = render_template(
         "node.sh.j2", job_id=plan.job_id, nodes=rendered, device_globs=list(globs),
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
-        stop_grace=STOP_GRACE_S, job_label=f"{docker.LABEL_JOB}={plan.job_id}")
+        stop_grace=STOP_GRACE_S, job_label=docker.job_label(plan.job_id))
     return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key)
 
 

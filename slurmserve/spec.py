@@ -247,7 +247,7 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         job_name=_name("job_name", d.get("job_name", "slurmserve")),
         stage=_choice("stage", d.get("stage", "auto"), STAGES),
         stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
-        hf_cache=_opt(_abs_path, "hf_cache", d.get("hf_cache")),
+        hf_cache=_opt(_hf_cache, "hf_cache", d.get("hf_cache")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
@@ -446,10 +446,18 @@ def _api_key(name: str, value: Any) -> str:
 
 
 def _log_dir(value: Any) -> str:
-    path = _text("log_dir", value)
+    # Per-node files are bind-mounted from it (`docker --volume SRC:DST:ro`).
+    return _volume_source("log_dir", _text("log_dir", value))
+
+
+def _hf_cache(name: str, value: Any) -> str:
+    return _volume_source(name, _abs_path(name, value))  # mounted as HF_HOME in every container
+
+
+def _volume_source(name: str, path: str) -> str:
+    """A directory given to `docker --volume SRC:DST`: the syntax has no escape for ':' or ','."""
     if ":" in path or "," in path:
-        # Per-node files are bind-mounted from it (`docker --volume SRC:DST:ro`).
-        raise SpecError("--log-dir", f"'{path}' contains ':' or ','",
+        raise SpecError(f"--{name.replace('_', '-')}", f"'{path}' contains ':' or ','",
                         "choose a directory whose path has neither")
     return path
 

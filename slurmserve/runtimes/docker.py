@@ -36,8 +36,14 @@ _FABRICS: dict[str, tuple[tuple[str, ...], bool, tuple[tuple[str, str], ...]]] =
 }
 
 
-def container_name(job_id: str, rank: int) -> str:
+def container_name(job_id: str, rank: int | str) -> str:
+    """`slurmserve-JOB-RANK`, or a helper's role in place of the rank (e.g. `prefetch`)."""
     return f"slurmserve-{job_id}-{rank}"
+
+
+def job_label(job_id: str) -> str:
+    """`--label` value that marks a container as this job's: cleanup finds it by this."""
+    return f"{LABEL_JOB}={job_id}"
 
 
 def labels(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:

@@ -89,9 +89,16 @@ class FakeHub:
         with self._lock:
             self.requests.append(request)
 
-    def _revision(self, repo: str, rev: str) -> str | None:
+    def _commit(self, repo: str, rev: str) -> tuple[str | None, tuple[int, dict[str, str], bytes]]:
+        """(commit, ok) for a known repo and revision, else (None, the Hub's 404 answer)."""
+        if repo not in self.repos:
+            return None, (404, {"X-Error-Code": "RepoNotFound",
+                                "X-Error-Message": "Repository not found"}, b"")
         commit = self.commits[repo]
-        return commit if rev in ("main", commit) else None
+        if rev not in ("main", commit):
+            return None, (404, {"X-Error-Code": "RevisionNotFound",
+                                "X-Error-Message": "Invalid rev id"}, b"")
+        return commit, (200, {}, b"")
 
     def _answer(self, path: str, authorization: str | None
                 ) -> tuple[int, dict[str, str], bytes]:
@@ -105,13 +112,9 @@ class FakeHub:
         parts = [unquote(p) for p in path.split("/")[1:]]
         if parts[:2] == ["api", "models"] and len(parts) >= 6:  # /api/models/ORG/NAME/KIND/REV
             repo, kind, rev = "/".join(parts[2:4]), parts[4], parts[5]
-            if repo not in self.repos:
-                return 404, {"X-Error-Code": "RepoNotFound",
-                             "X-Error-Message": "Repository not found"}, b""
-            commit = self._revision(repo, rev)
+            commit, missing = self._commit(repo, rev)
             if commit is None:
-                return 404, {"X-Error-Code": "RevisionNotFound",
-                             "X-Error-Message": "Invalid rev id"}, b""
+                return missing
             files = self.repos[repo]
             if kind == "revision":
                 body: object = {"id": repo, "sha": commit, "private": False,
@@ -124,13 +127,9 @@ class FakeHub:
             return 200, {"Content-Type": "application/json"}, json.dumps(body).encode()
         if len(parts) >= 5 and parts[2] == "resolve":  # /ORG/NAME/resolve/REV/FILE
             repo, rev, filename = "/".join(parts[:2]), parts[3], "/".join(parts[4:])
-            if repo not in self.repos:
-                return 404, {"X-Error-Code": "RepoNotFound",
-                             "X-Error-Message": "Repository not found"}, b""
-            commit = self._revision(repo, rev)
+            commit, missing = self._commit(repo, rev)
             if commit is None:
-                return 404, {"X-Error-Code": "RevisionNotFound",
-                             "X-Error-Message": "Invalid rev id"}, b""
+                return missing
             data = self.repos[repo].get(filename)
             if data is None:
                 return 404, {"X-Error-Code": "EntryNotFound", "X-Repo-Commit": commit,

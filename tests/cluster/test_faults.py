@@ -209,6 +209,13 @@ def test_stopped_dockerd(deploy, sandbox, foreign, when):
     assert not our_containers(sandbox, d.job_id)  # n2 again, now that its docker answers
 
 
+def reconnect_and_see_n2_cleaned(sandbox: Sandbox, job: str) -> None:
+    """n1 is clean already; n2's container goes once its link is back (SLURM ends the step)."""
+    assert not our_containers(sandbox, job).get("n1")
+    cut_network("n2", up=True)
+    print(f"n2's container gone {gone_after(sandbox, job, 120):.1f} s after the link came back")
+
+
 def test_network_cut_while_serving(deploy, sandbox, foreign):
     """A cut-off node keeps its container while it is unreachable; the driver says so, ends
     in bounded time, and once the node is back SLURM ends the step there, whose task stops
@@ -222,12 +229,9 @@ def test_network_cut_while_serving(deploy, sandbox, foreign):
         assert d.wait(120) == 0, d.err
         assert "slurmserve: SIGINT during serving, stopping" in d.err
         assert "could not check n2: its cleanup task did not answer" in d.err, d.err
-        assert not our_containers(sandbox, d.job_id).get("n1")
         # The node's docker socket is on this machine, so the container can still be seen.
         assert our_containers(sandbox, d.job_id) == {"n2": [worker["container"]]}
-        cut_network("n2", up=True)
-        print(f"n2's container gone {gone_after(sandbox, d.job_id, 120):.1f} s after the link "
-              "came back")
+        reconnect_and_see_n2_cleaned(sandbox, d.job_id)
     finally:
         restore_nodes(sandbox)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
@@ -245,10 +249,7 @@ def test_network_cut_while_starting(deploy, sandbox, foreign):
         assert d.wait(120) == 1, d.err
         assert "not ready after 15s" in d.err, d.err
         assert "could not check n2" in d.err, d.err
-        assert not our_containers(sandbox, d.job_id).get("n1")
-        cut_network("n2", up=True)
-        print(f"n2's container gone {gone_after(sandbox, d.job_id, 120):.1f} s after the link "
-              "came back")
+        reconnect_and_see_n2_cleaned(sandbox, d.job_id)
     finally:
         restore_nodes(sandbox)
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0

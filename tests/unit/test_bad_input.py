@@ -212,6 +212,8 @@ CASES = [
                                              f"file:{f['good_key']}", "--", "--config", "x.yaml"],
      ["--config (after --)", "--api-key"]),
     ("log-dir-colon", lambda f: BASE + ["--log-dir", "/tmp/a:b"], ["--log-dir", "':'"]),
+    ("hf-cache-colon", lambda f: BASE + ["--hf-cache", "/tmp/a:b"], ["--hf-cache", "':'"]),
+    ("hf-cache-relative", lambda f: BASE + ["--hf-cache", "cache"], ["--hf-cache", "absolute"]),
     ("health-timeout-inf", lambda f: BASE + ["--health-timeout", "inf"],
      ["health_timeout", "finite"]),
     ("mount-comma", lambda f: BASE + ["--mount", "/a,b:/c"], ["--mount", "comma"]),
@@ -249,18 +251,23 @@ def _model_list(f: dict[str, Path]) -> Path:
     return f["model_list"]
 
 
-@pytest.mark.parametrize("case,argv,words", CASES, ids=[c[0] for c in CASES])
-def test_bad_input_exits_2_with_one_line(case, argv, words, run_cli, tmp_path):
-    args = argv(_files(tmp_path))
-    out_file = tmp_path / "job.sbatch"
-    cut = args.index("--") if "--" in args else len(args)
-    code, out, err = run_cli("render", *args[:cut], "-o", str(out_file), *args[cut:])
+def _assert_one_line_exit_2(code: int, err: str, words) -> None:
+    """Exit 2, one line naming every word, never repeating a secret."""
     lines = err.strip().splitlines()
     assert code == 2, (code, err)
     assert len(lines) == 1, err
     for word in words:
         assert word in lines[0], f"{word!r} not in {lines[0]!r}"
     assert not any(secret in err for secret in SECRETS), "the message repeats a secret"
+
+
+@pytest.mark.parametrize("case,argv,words", CASES, ids=[c[0] for c in CASES])
+def test_bad_input_exits_2_with_one_line(case, argv, words, run_cli, tmp_path):
+    args = argv(_files(tmp_path))
+    out_file = tmp_path / "job.sbatch"
+    cut = args.index("--") if "--" in args else len(args)
+    code, out, err = run_cli("render", *args[:cut], "-o", str(out_file), *args[cut:])
+    _assert_one_line_exit_2(code, err, words)
     assert not out_file.exists(), "a script was written despite bad input"
     assert out == ""
 
@@ -371,12 +378,7 @@ def test_bad_environment_exits_2_with_one_line(case, env, argv, words, run_cli, 
     if args[0] in ("run", "render"):
         args = [*args[:cut], "--log-dir", str(logs), *args[cut:]]
     code, out, err = run_cli(*args)
-    lines = err.strip().splitlines()
-    assert code == 2, (code, err)
-    assert len(lines) == 1, err
-    for word in words:
-        assert word in lines[0], f"{word!r} not in {lines[0]!r}"
-    assert not any(secret in err for secret in SECRETS), "the message repeats a secret"
+    _assert_one_line_exit_2(code, err, words)
     assert out == ""
     assert sorted(p for p in tmp_path.rglob("*")) == before, "bad input wrote files"
     assert os.environ.get("SLURM_JOB_ID") in (None, "4242")
