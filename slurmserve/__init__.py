@@ -2,8 +2,8 @@
 
 from .api import describe, load_spec, plan_cluster, preview_allocation, render_sbatch
 from .errors import LaunchError, SlurmserveError, SpecError
+from .plan import Allocation, ClusterPlan, NodeInfo, NodePlan
 from .spec import ServeSpec
-from .topology import Allocation, ClusterPlan, NodeInfo, NodePlan
 
 __all__ = [
     "Allocation",

@@ -15,9 +15,9 @@ from typing import Any
 
 from . import engines
 from .errors import SpecError
+from .plan import Allocation, ClusterPlan, NodeInfo
 from .render import render_template
 from .spec import ServeSpec, load_spec, spec_data
-from .topology import Allocation, ClusterPlan, NodeInfo
 
 __all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe", "run",
            "allocation_defaults", "doctor", "spec_data"]
@@ -102,7 +102,7 @@ def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
                         "(SLURM_JOB_NUM_NODES)", f"use --nodes {granted}, or allocate more: "
                         f"salloc -N {spec.nodes}")
     from .console import Console
-    from .driver import Driver
+    from .lifecycle.driver import Driver
     from .slurm import current_job
 
     driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=follow_logs,
@@ -116,7 +116,7 @@ def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
     Returns the verdict (findings per node and check) and the node names.
     """
     from .console import Console
-    from .driver import Driver
+    from .lifecycle.driver import Driver
     from .slurm import current_job
 
     driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=False)

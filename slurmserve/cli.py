@@ -381,7 +381,7 @@ def test_command(url: str | None, job: str | None, model: str | None, engine: st
 
     With --remote the checks run here, through a tunnel via the login host.
     """
-    from . import apicheck
+    from .tools import apicheck
 
     cluster = _cluster(remote)
     base, data = _target(url, job, cluster)
@@ -427,8 +427,8 @@ def bench(ctx: click.Context, url: str | None, job: str | None, suites: str, out
     """
     if ctx.invoked_subcommand is not None:
         return
-    from . import bench as benchmod
-    from . import benchexec
+    from .tools import bench as benchmod
+    from .tools import benchexec
 
     cluster = _cluster(remote)
     if cluster.remote:
@@ -443,7 +443,7 @@ def bench(ctx: click.Context, url: str | None, job: str | None, suites: str, out
                         "give --engine and --image (the engine image that has its client)")
     model = model or data.get("model")
     if model is None:
-        from . import apicheck
+        from .tools import apicheck
 
         model = apicheck.run_checks(base, engine=engine, api_key=api_key, only=["models"]).model
     out_dir = os.path.abspath(out or f"bench-{job or 'url'}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -518,7 +518,7 @@ def tunnel_command(job_id: str, local_port: int | None, **remote: Any) -> None:
     """
     from .client import end_reason
     from .errors import LaunchError
-    from .tunnel import supervise
+    from .remote.tunnel import supervise
 
     with _cluster(remote, prefix="tunnel") as cluster:
         if not cluster.remote:
@@ -554,7 +554,7 @@ def tunnel_command(job_id: str, local_port: int | None, **remote: Any) -> None:
 @click.argument("b", type=click.Path(exists=True, file_okay=False))
 def bench_compare(a: str, b: str) -> None:
     """Compare two result folders side by side (B/A ratios)."""
-    from . import bench as benchmod
+    from .tools import bench as benchmod
 
     click.echo(benchmod.compare(a, b))
 
@@ -578,7 +578,7 @@ def bench_compare(a: str, b: str) -> None:
 def plan_command(emit_config: str | None, list_presets: bool, as_json: bool, **params: Any
                  ) -> None:
     """Size a deployment: TP/PP/DP/EP, node count and predicted latency for a model and GPU."""
-    from . import configurator
+    from .tools import configurator
 
     if list_presets:
         data = {"models": configurator.presets(), "gpus": configurator.gpus()}

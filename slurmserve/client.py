@@ -211,7 +211,7 @@ class Cluster:
 
     def forward(self, url: str, local_port: int = 0) -> Any:
         """A tunnel to any URL on the cluster network (no job to watch); close() it."""
-        from . import tunnel as tunnel_mod
+        from .remote import tunnel as tunnel_mod
 
         parts = urlsplit(url)
         session = self.session
@@ -307,7 +307,7 @@ class Job:
         """Start (once) a local port forwarded to the endpoint through the login host, kept up
         in the background (reconnecting after drops) until the job ends or close();
         `watch=False` leaves that to the caller (`tunnel.supervise`)."""
-        from . import tunnel as tunnel_mod
+        from .remote import tunnel as tunnel_mod
 
         if self._tunnel is not None:
             return self._tunnel
@@ -326,7 +326,7 @@ class Job:
         return tun
 
     def _supervise(self, tun: Any, on_event: Callable[[str], None] | None) -> None:
-        from . import tunnel as tunnel_mod
+        from .remote import tunnel as tunnel_mod
 
         session = self.cluster.session
         assert session is not None and self._watch is not None

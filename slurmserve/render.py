@@ -19,7 +19,7 @@ def _environment() -> Any:
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.PackageLoader("slurmserve.templates", "."),
+        loader=jinja2.PackageLoader("slurmserve", "templates"),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

@@ -252,7 +252,7 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
     )
-    from . import engines  # engines validate their own parallel rules and launch modes
+    from . import engines
 
     engines.get(spec.engine).validate(spec)
     return spec

@@ -17,8 +17,8 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import SpecError
+from ..plan import Allocation, ClusterPlan, NodePlan
 from ..spec import ServeSpec
-from ..topology import Allocation, ClusterPlan, NodePlan
 from . import NativeFlags, Parallel, default_layout, fit, merge, refuse_key_flags, renamed, scan
 
 NAME = "sglang"

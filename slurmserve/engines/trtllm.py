@@ -17,9 +17,9 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import SpecError
+from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, Readiness
 from ..render import render_template
 from ..spec import ServeSpec
-from ..topology import Allocation, ClusterPlan, ImageCheck, NodePlan, Readiness
 from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, renamed, scan
 
 NAME = "trtllm"

@@ -23,19 +23,10 @@ from types import MappingProxyType
 from typing import Any
 
 from ..errors import SpecError
+from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan
 from ..render import render_template
 from ..spec import ServeSpec, env_file_pairs
-from ..topology import Allocation, ClusterPlan, ImageCheck, NodePlan
-from . import (
-    NativeFlags,
-    Parallel,
-    bench_save_args,
-    default_layout,
-    fit,
-    merge,
-    refuse_key_flags,
-    scan,
-)
+from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, refuse_key_flags, scan
 
 NAME = "vllm"
 DEFAULT_PORT = 8000

@@ -7,8 +7,8 @@ label is shell, in the node, cleanup and preflight templates.
 
 from __future__ import annotations
 
+from ..plan import ClusterPlan, NodePlan
 from ..spec import ServeSpec
-from ..topology import ClusterPlan, NodePlan
 
 NAME = "docker"
 LABEL_JOB = "slurmserve.job"  # other tools find our containers by this key: keep it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurmserve import cli
-from slurmserve.topology import Allocation, NodeInfo
+from slurmserve.plan import Allocation, NodeInfo
 
 
 def allocation(nodes: int, job_id: str = "4242") -> Allocation:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from slurmserve import apicheck
-from slurmserve.apicheck import FAIL, PASS, SKIP, Context, run_checks
+from slurmserve.tools import apicheck
+from slurmserve.tools.apicheck import FAIL, PASS, SKIP, Context, run_checks
 
 STANDIN = Path(__file__).resolve().parents[2] / "containers" / "testing" / "standin"
 ALL_CHECKS = [name for name, _ in apicheck.CHECKS]

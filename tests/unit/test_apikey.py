@@ -16,10 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from test_quoting import _run_node_script
 
-from slurmserve import api, apikey, engines, launch, load_spec
+from slurmserve import api, apikey, engines, load_spec
 from slurmserve.errors import SpecError
-from slurmserve.health import Prober
-from slurmserve.topology import Readiness
+from slurmserve.lifecycle import launch
+from slurmserve.lifecycle.health import Prober
+from slurmserve.plan import Readiness
 
 KEY = "sk-$(touch${IFS}/tmp/pwned)`id`'\"\\;|&#:{x}"  # every quoting hazard a header value allows
 IMG = "registry.example/engine:1"

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve import bench
-from slurmserve.bench import BenchConfig, Point, Result, client_argv, parse_result, run_suite
+from slurmserve.tools import bench
+from slurmserve.tools.bench import BenchConfig, Point, Result, client_argv, parse_result, run_suite
 
 DATA = Path(__file__).resolve().parent / "data"
 ROOT = Path(__file__).resolve().parents[2]

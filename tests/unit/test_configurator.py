@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slurmserve import configurator as cfg
-from slurmserve.configurator import Plan, PlanError, PlanRequest, gpus, plan, presets
+from slurmserve.tools import configurator as cfg
+from slurmserve.tools.configurator import Plan, PlanError, PlanRequest, gpus, plan, presets
 
 R = PlanRequest
 
@@ -467,7 +467,7 @@ def test_presets_and_gpus_tables() -> None:
 
 
 def test_import_stays_light() -> None:
-    code = ("import sys, slurmserve.configurator; "
+    code = ("import sys, slurmserve.tools.configurator; "
             "print(sorted(m for m in ('yaml', 'jinja2', 'typer', 'requests') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

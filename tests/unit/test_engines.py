@@ -6,7 +6,7 @@ import pytest
 from conftest import allocation
 
 from slurmserve import SpecError, api, engines, load_spec
-from slurmserve.topology import PortBlock
+from slurmserve.plan import PortBlock
 
 IMG = "registry.example/engine:1"
 

@@ -10,8 +10,9 @@ import subprocess
 
 from conftest import allocation
 
-from slurmserve import api, launch, load_spec
-from slurmserve.logwatch import LogWatch
+from slurmserve import api, load_spec
+from slurmserve.lifecycle import launch
+from slurmserve.lifecycle.logwatch import LogWatch
 from slurmserve.render import render_template
 from slurmserve.runtimes import docker
 
@@ -139,7 +140,7 @@ def test_image_checks_render_into_valid_shell():
 
 
 def test_image_tools_name_each_failing_node_and_a_version_split():
-    from slurmserve.preflight import image_tools
+    from slurmserve.lifecycle.preflight import image_tools
 
     _, ray, _ = _launch("/tmp/unused", tp=8, pp=2)
     found = {0: ["ray ok ray, version 2.60.0"], 1: ["ray fail sh: 1: ray: not found"],

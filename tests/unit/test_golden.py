@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import allocation
 
-from slurmserve import api, launch, load_spec
+from slurmserve import api, load_spec
+from slurmserve.lifecycle import launch
 
 GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "registry.example/engine:1.0"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slurmserve import load_spec
 from slurmserve.images import TarballImage
-from slurmserve.preflight import evaluate
+from slurmserve.lifecycle.preflight import evaluate
 
 IMG = "registry.example/engine:1"
 GOOD = {"done": "1", "address": "192.0.2.2", "ifname": "ens5", "docker": "ok 20.10.24",

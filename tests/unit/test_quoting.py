@@ -16,7 +16,8 @@ from conftest import allocation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from slurmserve import api, launch, load_spec
+from slurmserve import api, load_spec
+from slurmserve.lifecycle import launch
 
 RECORDER = r"""#!/usr/bin/env bash
 # Test double for the docker CLI: records `docker run` argv NUL-separated, fakes the rest.

@@ -25,7 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
-from slurmserve.bench import BenchConfig, Point, run_suite  # noqa: E402
+from slurmserve.tools.bench import BenchConfig, Point, run_suite
 
 HERE = Path(__file__).resolve().parent
 

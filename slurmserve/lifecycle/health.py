@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .topology import Readiness
+from ..plan import Readiness
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from . import engines
-from .spec import ENGINES
+from .. import engines
+from ..spec import ENGINES
 
 if TYPE_CHECKING:
     import requests

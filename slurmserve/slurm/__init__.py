@@ -9,8 +9,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 
-from . import runner
-from .errors import LaunchError, SpecError
+from .. import runner
+from ..errors import LaunchError, SpecError
 
 
 class JobState(str, Enum):

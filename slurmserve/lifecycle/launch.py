@@ -10,12 +10,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from . import apikey, engines
-from .errors import LaunchError
-from .render import render_template
-from .runtimes import docker
-from .spec import ServeSpec, env_file_pairs, is_secret_name
-from .topology import ClusterPlan
+from .. import apikey, engines
+from ..errors import LaunchError
+from ..plan import ClusterPlan
+from ..render import render_template
+from ..runtimes import docker
+from ..spec import ServeSpec, env_file_pairs, is_secret_name
 
 STOP_GRACE_S = 10
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
-from . import runner, slurm
+from .. import runner, slurm
+from ..errors import LaunchError
 from .bench import client_env
-from .errors import LaunchError
 
 Execute = Callable[[list[str], str], None]
 NO_CLIENT = (125, 126, 127)  # docker run could not start it / command not found in the image

@@ -33,9 +33,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from . import engines
-from .errors import SpecError
-from .spec import ENGINES
+from .. import engines
+from ..errors import SpecError
+from ..spec import ENGINES
 
 # --- constants (named so the table can be reasoned about and tuned) -----------------------
 

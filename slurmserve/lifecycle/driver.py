@@ -20,16 +20,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from . import apikey, engines, images, launch, preflight, runner, slurm, state
-from .console import Console
-from .errors import EXIT_FAILURE, EXIT_OK, LaunchError
+from .. import apikey, engines, images, runner, slurm, state
+from ..console import Console
+from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError
+from ..plan import Allocation, ClusterPlan, NodeInfo
+from ..render import render_template
+from ..runtimes import docker
+from ..spec import ServeSpec
+from ..state import STOP_MARKER
+from . import launch, preflight
 from .health import Prober
 from .logwatch import LogWatch
-from .render import render_template
-from .runtimes import docker
-from .spec import ServeSpec
-from .state import STOP_MARKER
-from .topology import Allocation, ClusterPlan, NodeInfo
 
 FACT = "SLURMSERVE_FACT"
 _FAILED = re.compile(r"^slurmserve\[(\d+)@([^\]]+)\]: FAILED: (.*)$")

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .errors import SpecError
-from .images import TarballImage
-from .runtimes import docker
-from .spec import ServeSpec
-from .topology import ImageCheck, NodeInfo
+from ..errors import SpecError
+from ..images import TarballImage
+from ..plan import ImageCheck, NodeInfo
+from ..runtimes import docker
+from ..spec import ServeSpec
 
 CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools")
 

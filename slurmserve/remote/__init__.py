@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import SlurmserveError, SpecError
+from ..errors import SlurmserveError, SpecError
 
 if TYPE_CHECKING:
     import paramiko

@@ -19,14 +19,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from . import engines
-from .spec import ENGINES
+from .. import engines
+from ..spec import ENGINES
 
 SUITES = ("throughput", "prefill", "decode", "latency", "concurrency", "sharegpt", "longctx")
 METRICS = ("ttft", "tpot", "itl", "e2el")
 PERCENTILES = (50, 90, 99)
 RESULTS_FILE = "results.json"
-SAMPLE = Path(__file__).resolve().parent / "data" / "sharegpt_sample.json"
+SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sharegpt_sample.json"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""Tools over a running endpoint or a model: test, bench, plan."""

@@ -1,1 +1,0 @@
-"""Jinja templates: shell lives here, decisions live in Python."""
