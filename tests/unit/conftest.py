@@ -1,18 +1,10 @@
-"""Shared helpers for unit tests: run the CLI in-process, build allocations."""
+"""Unit-test fixtures: run the CLI in-process (plain helpers live in helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from slurmserve import cli
-from slurmserve.plan import Allocation, NodeInfo
-
-
-def allocation(nodes: int, job_id: str = "4242") -> Allocation:
-    """Documentation addresses (RFC 5737): plain data, never contacted."""
-    return Allocation(job_id=job_id, nodes=tuple(
-        NodeInfo(name=f"gpu-{i + 1}", address=f"192.0.2.{i + 1}", ifname="ens5")
-        for i in range(nodes)))
 
 
 @pytest.fixture

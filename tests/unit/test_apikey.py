@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import allocation
 from hypothesis import given
 from hypothesis import strategies as st
-from test_quoting import _run_node_script
 
 from slurmserve import api, apikey, engines, load_spec
 from slurmserve.errors import SpecError
 from slurmserve.lifecycle import launch
 from slurmserve.lifecycle.health import Prober
 from slurmserve.plan import Readiness
+from tests.unit.helpers import allocation
+from tests.unit.test_quoting import _run_node_script
 
 KEY = "sk-$(touch${IFS}/tmp/pwned)`id`'\"\\;|&#:{x}"  # every quoting hazard a header value allows
 IMG = "registry.example/engine:1"

@@ -12,12 +12,12 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import allocation
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from slurmserve import api, load_spec
 from slurmserve.lifecycle import launch
+from tests.unit.helpers import allocation
 
 RECORDER = r"""#!/usr/bin/env bash
 # Test double for the docker CLI: records `docker run` argv NUL-separated, fakes the rest.

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import subprocess
 
-from conftest import allocation
-
 from slurmserve import api, load_spec
 from slurmserve.lifecycle import launch
 from slurmserve.lifecycle.logwatch import LogWatch
 from slurmserve.render import render_template
 from slurmserve.runtimes import docker
+from tests.unit.helpers import allocation
 
 IMG = "registry.example/engine:1"
 

@@ -24,7 +24,7 @@ import requests
 from slurmserve.tools import apicheck
 from slurmserve.tools.apicheck import FAIL, PASS, SKIP, Context, run_checks
 
-STANDIN = Path(__file__).resolve().parents[2] / "containers" / "testing" / "standin"
+STANDIN = Path(__file__).resolve().parents[3] / "containers" / "testing" / "standin"
 ALL_CHECKS = [name for name, _ in apicheck.CHECKS]
 
 

@@ -19,9 +19,9 @@ import pytest
 
 from slurmserve.tools import bench
 from slurmserve.tools.bench import BenchConfig, Point, Result, client_argv, parse_result, run_suite
+from tests.unit.helpers import DATA  # noqa: E402
 
-DATA = Path(__file__).resolve().parent / "data"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def raw(name: str) -> dict:

@@ -1,4 +1,4 @@
-"""Unit tests of the stand-in engines (containers/testing/standin), host only, loopback only.
+"""Tests of the stand-in engines (../standin), the test doubles themselves: host and loopback only.
 
 Nothing here needs docker, Ray or MPI: the CLI planners, the TCP rendezvous and the
 OpenAI-compatible server run in-process or as local subprocesses on 127.0.0.1.
@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-STANDIN = Path(__file__).resolve().parents[2] / "containers" / "testing" / "standin"
+STANDIN = Path(__file__).resolve().parents[1] / "standin"
 sys.path.append(str(STANDIN))  # last: the stand-in `sglang` must not shadow anything
 
 from standin import common, server, sglang_cli, textgen, trtllm_cli, vllm_cli  # noqa: E402

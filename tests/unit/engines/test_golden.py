@@ -13,12 +13,14 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import allocation
 
 from slurmserve import api, load_spec
 from slurmserve.lifecycle import launch
+from tests.unit.helpers import (
+    GOLDEN,  # noqa: E402
+    allocation,
+)
 
-GOLDEN = Path(__file__).parent / "golden"
 IMAGE = "registry.example/engine:1.0"
 
 CASES = {

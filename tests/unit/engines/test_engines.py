@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from conftest import allocation
 
 from slurmserve import SpecError, api, engines, load_spec
 from slurmserve.plan import PortBlock
+from tests.unit.helpers import allocation
 
 IMG = "registry.example/engine:1"
 
