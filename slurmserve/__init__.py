@@ -1,26 +1,86 @@
-"""slurmserve: serve LLMs with vLLM, SGLang or TensorRT-LLM on SLURM clusters."""
+"""slurmserve: serve LLMs with vLLM, SGLang or TensorRT-LLM on SLURM clusters.
 
-from .api import describe, load_spec, plan_cluster, preview_allocation, render_sbatch
+The public API, for scripts and notebooks: `slurmserve.run`, `submit`, `status`, ... (see api.py),
+the job client `Cluster`/`Job` (client.py), and the typed records they return.
+"""
+
+from .api import (
+    BenchOptions,
+    EngineFacts,
+    JobStatus,
+    allocation_defaults,
+    bench,
+    check_endpoint,
+    client_key,
+    compare_bench,
+    describe,
+    doctor,
+    engine_facts,
+    ensure_allocation,
+    job_record,
+    load_spec,
+    log_paths,
+    logs,
+    plan_cluster,
+    preview_allocation,
+    render_sbatch,
+    run,
+    size,
+    sizing_catalogue,
+    spec_data,
+    status,
+    stop,
+    submit,
+    wait_ready,
+)
 from .errors import LaunchError, SlurmserveError, SpecError
 from .plan import Allocation, ClusterPlan, NodeInfo, NodePlan
 from .spec import ServeSpec
+from .state import JobRecord, NodeRecord, Phase, RecordError, Status
 
 __all__ = [
     "Allocation",
+    "BenchOptions",
     "Cluster",
     "ClusterPlan",
+    "EngineFacts",
     "Job",
+    "JobRecord",
+    "JobStatus",
     "LaunchError",
     "NodeInfo",
     "NodePlan",
+    "NodeRecord",
+    "Phase",
+    "RecordError",
     "ServeSpec",
     "SlurmserveError",
     "SpecError",
+    "Status",
+    "allocation_defaults",
+    "bench",
+    "check_endpoint",
+    "client_key",
+    "compare_bench",
     "describe",
+    "doctor",
+    "engine_facts",
+    "ensure_allocation",
+    "job_record",
     "load_spec",
+    "log_paths",
+    "logs",
     "plan_cluster",
     "preview_allocation",
     "render_sbatch",
+    "run",
+    "size",
+    "sizing_catalogue",
+    "spec_data",
+    "status",
+    "stop",
+    "submit",
+    "wait_ready",
 ]
 
 

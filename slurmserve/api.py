@@ -1,33 +1,95 @@
 """The Python API: everything the CLI does, usable from a notebook.
 
-    >>> from slurmserve import load_spec, render_sbatch
-    >>> spec = load_spec(engine="vllm", model="Qwen/Qwen2.5-7B-Instruct", image="vllm.tar",
-    ...                  nodes=2, gpus_per_node=8, tp=8, pp=2)
-    >>> print(render_sbatch(spec))
+    >>> import slurmserve
+    >>> spec = slurmserve.load_spec(engine="vllm", model="Qwen/Qwen2.5-7B-Instruct",
+    ...                             image="vllm.tar", nodes=2, gpus_per_node=8, tp=8, pp=2)
+    >>> print(slurmserve.render_sbatch(spec))
+    >>> record = slurmserve.submit(spec)            # sbatch; state in record.run_dir
+    >>> slurmserve.wait_ready(record.job, timeout=3600).endpoint
+
+Three groups: the spec and its plan (load_spec, plan_cluster, render_sbatch, describe), serving
+in this allocation (run, doctor), and batch jobs read from their state records (submit,
+wait_ready, status, logs, stop, bench).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
-from typing import Any
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from . import engines
-from .errors import SpecError
+from . import apikey, engines, runner, slurm, state
+from .errors import LaunchError, SpecError
 from .plan import Allocation, ClusterPlan, NodeInfo
 from .render import render_template
 from .spec import ServeSpec, load_spec, spec_data
+from .state import SCHEMA, STOP_MARKER, JobRecord, RecordError, Status
 
-__all__ = ["load_spec", "plan_cluster", "preview_allocation", "render_sbatch", "describe", "run",
-           "allocation_defaults", "doctor", "spec_data"]
+if TYPE_CHECKING:
+    from .tools.apicheck import Report
+    from .tools.bench import BenchRun
+    from .tools.bench import Progress as BenchProgress
+    from .tools.configurator import Plan as Sizing
+
+__all__ = [
+    "BenchOptions",
+    "EngineFacts",
+    "JobStatus",
+    "allocation_defaults",
+    "bench",
+    "check_endpoint",
+    "client_key",
+    "compare_bench",
+    "describe",
+    "doctor",
+    "engine_facts",
+    "ensure_allocation",
+    "job_record",
+    "load_spec",
+    "log_paths",
+    "logs",
+    "plan_cluster",
+    "preview_allocation",
+    "render_sbatch",
+    "run",
+    "size",
+    "sizing_catalogue",
+    "spec_data",
+    "status",
+    "stop",
+    "submit",
+    "wait_ready",
+]
 
 PREVIEW_NET = "192.0.2"  # RFC 5737 documentation addresses: a preview never points anywhere real
+Progress = Callable[[str], None]
+
+
+# ---- the spec and its plan ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EngineFacts:
+    """What a user may choose per engine (for help texts and notebooks)."""
+
+    name: str
+    modes: tuple[str, ...]
+    default_port: int
+
+
+def engine_facts() -> tuple[EngineFacts, ...]:
+    """Every engine's name, launch modes and default HTTP port, from the engines themselves."""
+    return tuple(EngineFacts(e.NAME, tuple(e.MODES), e.DEFAULT_PORT)
+                 for e in map(engines.get, engines.ENGINES))
 
 
 def plan_cluster(spec: ServeSpec, allocation: Allocation) -> ClusterPlan:
     """What runs on which node, for a real allocation."""
-    return engines.get(spec.engine).plan(spec, allocation)
+    return engines.plan_for(spec, allocation)
 
 
 def preview_allocation(spec: ServeSpec, job_id: str = "JOBID") -> Allocation:
@@ -93,6 +155,8 @@ def allocation_defaults(env: dict[str, str] | None = None) -> dict[str, Any]:
     return defaults
 
 
+# ---- serving in this allocation ----------------------------------------------------------------
+
 def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
         emit: Any = None) -> int:
     """Serve `spec` in the current allocation until stopped; returns the exit code."""
@@ -102,12 +166,20 @@ def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
                         "(SLURM_JOB_NUM_NODES)", f"use --nodes {granted}, or allocate more: "
                         f"salloc -N {spec.nodes}")
     from .console import Console
-    from .lifecycle.driver import Driver
-    from .slurm import current_job
+    from .lifecycle import driver
 
-    driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=follow_logs,
-                    emit=emit)
-    return driver.run()
+    return driver.run(spec, slurm.current_job(), console=Console(quiet=quiet),
+                      follow_logs=follow_logs, emit=emit)
+
+
+def ensure_allocation(nodes: int, argv: Sequence[str], env: Mapping[str, str] | None = None
+                      ) -> None:
+    """Return inside a SLURM allocation; elsewhere become `salloc --nodes=N slurmserve ARGV`."""
+    env = os.environ if env is None else env
+    if env.get("SLURM_JOB_ID"):
+        return
+    runner.replace_process(["salloc", f"--nodes={nodes}", "--quiet", sys.executable, "-m",
+                            "slurmserve", *argv])
 
 
 def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
@@ -116,16 +188,311 @@ def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
     Returns the verdict (findings per node and check) and the node names.
     """
     from .console import Console
-    from .lifecycle.driver import Driver
-    from .slurm import current_job
+    from .lifecycle import driver
 
-    driver = Driver(spec, current_job(), console=Console(quiet=quiet), follow_logs=False)
-    os.makedirs(driver.run_dir, exist_ok=True)
+    return driver.doctor(spec, slurm.current_job(), console=Console(quiet=quiet))
+
+
+# ---- batch jobs --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class JobStatus:
+    """One row of `status`: SLURM's state beside ours, the endpoint and a live health check."""
+
+    job: str
+    slurm_state: str
+    status: Status
+    endpoint: str | None
+    model: str | None
+    nodes: tuple[str, ...]
+    healthy: bool | None  # live /health check; None when not applicable
+    run_dir: str | None
+    engine: str | None = None
+    image: str | None = None
+    api_key: str | None = None  # where the endpoint's key comes from (env:VAR, file:PATH)
+    schema: int = SCHEMA
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data.update(status=self.status.value, nodes=list(self.nodes))
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> JobStatus:
+        """Read a row of this schema or an older one (no "schema": 0); refuse a newer one."""
+        schema = data.get("schema", 0)
+        if not isinstance(schema, int) or schema > SCHEMA:
+            raise RecordError(f"job {data.get('job', '?')}: its status has schema {schema!r}, "
+                              f"this slurmserve reads up to {SCHEMA}; upgrade slurmserve here")
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields_ = {k: v for k, v in data.items() if k in known}
+        fields_.update(job=str(data["job"]), status=Status.of(data.get("status")),
+                       nodes=tuple(data.get("nodes") or ()), schema=SCHEMA)
+        return cls(**fields_)
+
+
+def submit(spec: ServeSpec, python: str | None = None) -> JobRecord:
+    """Render the job script next to the logs, sbatch it; returns its (pending) record."""
+    log_dir = os.path.abspath(spec.log_dir)
+    os.makedirs(log_dir, exist_ok=True)
+    script_path = os.path.join(log_dir, f"{spec.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
+    with open(script_path, "w", encoding="utf-8") as fh:
+        fh.write(render_sbatch(spec, python=python))
+    result = runner.run(slurm.sbatch_argv(script_path), timeout=120)
+    if not result.ok:
+        raise LaunchError(f"sbatch refused the job: {(result.err or result.out).strip()}")
+    job_id = result.out.strip().split(";")[0]
+    run_dir = os.path.join(log_dir, job_id)
+    os.makedirs(run_dir, exist_ok=True)
+    record = JobRecord(job=job_id, status=Status.PENDING, engine=spec.engine,
+                       model=spec.model_name, run_dir=run_dir, script=script_path)
+    state.write(run_dir, record)
+    return state.read(job_id) or record
+
+
+def job_record(job_id: str, field: str = "JOB") -> JobRecord:
+    """The job's state record; a SpecError naming `field` when this machine does not know it."""
+    record = state.read(job_id)
+    if record is None:
+        raise SpecError(field, f"no slurmserve job {job_id} is known here",
+                        "run `slurmserve status` to list known jobs")
+    return record
+
+
+def wait_ready(job_id: str, timeout: float, on_progress: Progress | None = None) -> JobRecord:
+    """Wait until the job's driver reports ready; a LaunchError when it fails or ends first."""
+    deadline = time.monotonic() + timeout
+    last = ""
+    while True:
+        record = job_record(job_id)
+        slurm_state = slurm.job_states([job_id])[job_id]
+        text = f"job {job_id}: {slurm_state.value.lower()}, {record.status}"
+        if on_progress and text != last:
+            on_progress(text)
+            last = text
+        if record.status is Status.READY:
+            return record
+        if record.status in state.TERMINAL or slurm_state not in slurm.ACTIVE_STATES:
+            batch_log = os.path.join(os.path.dirname(record.run_dir or ""),
+                                     f"slurmserve-{job_id}.out")
+            raise LaunchError(f"job {job_id} ended before it was ready ({slurm_state.value}, "
+                              f"{record.status}); see `slurmserve logs {job_id}` and "
+                              f"{batch_log}")
+        if time.monotonic() > deadline:
+            raise LaunchError(f"job {job_id} not ready after {timeout:g}s "
+                              f"({slurm_state.value}); it keeps running: `slurmserve stop "
+                              f"{job_id}` to end it")
+        time.sleep(0.5)
+
+
+def status(job_ids: Sequence[str] | None = None, check_health: bool = True) -> list[JobStatus]:
+    """The given jobs (default: every job known here), with a live /health check if asked."""
+    ids = list(job_ids or [j for j in state.known_jobs() if state.find(j)])
+    states = slurm.job_states(ids) if ids else {}
+    rows = []
+    for job_id in ids:
+        record = job_record(job_id)
+        slurm_state = states.get(job_id, slurm.JobState.UNKNOWN)
+        ours = record.status
+        if slurm_state not in slurm.ACTIVE_STATES and ours not in state.TERMINAL:
+            ours = Status.ENDED  # the job is gone but its driver never wrote a final state
+        healthy = None
+        if check_health and record.endpoint and slurm_state == slurm.JobState.RUNNING:
+            healthy = _healthy(record.endpoint, apikey.try_read(record.api_key))
+        rows.append(JobStatus(
+            job=job_id, slurm_state=slurm_state.value, status=ours, endpoint=record.endpoint,
+            model=record.model, nodes=tuple(record.hosts), healthy=healthy,
+            run_dir=record.run_dir, engine=record.engine, image=record.image,
+            api_key=record.api_key))
+    return rows
+
+
+def _healthy(endpoint: str, api_key: str | None = None) -> bool:
+    """/health answers 200 (with the job's key, read from its recorded source, when it has one)."""
+    import requests
+
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     try:
-        verdict, image = driver.check()
-        if not verdict.failures:
-            alloc = Allocation(driver.job.job_id, tuple(verdict.nodes))
-            verdict.findings += driver.check_tools(alloc, image)
-    finally:
-        driver.cleanup([driver.job.job_id])  # the staging-directory markers
-    return verdict, list(driver.nodes)
+        return requests.get(f"{endpoint}/health", headers=headers, timeout=2).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def log_paths(job_id: str, node: str | None = None) -> list[tuple[str, str]]:
+    """(host, path) of the job's per-node logs; `node` is a rank or a host name."""
+    nodes = job_record(job_id).nodes
+    if not nodes:
+        raise LaunchError(f"job {job_id} has not launched containers yet; no logs")
+    if node is not None:
+        nodes = tuple(n for n in nodes if str(n.rank) == node or n.host == node)
+        if not nodes:
+            raise SpecError("--node", f"job {job_id} has no node '{node}'",
+                            "give a rank (0, 1, ...) or a host name from `slurmserve status`")
+    return [(n.host, n.log or "") for n in nodes]
+
+
+def logs(job_id: str, node: str | None = None, follow: bool = False) -> Iterator[str]:
+    """The job's container log lines, prefixed by host when several; with `follow`, until the
+    job ends. Bad input (an unknown job or node) is raised here, before the first line."""
+    return _tail(log_paths(job_id, node), job_id, follow)
+
+
+def _tail(paths: list[tuple[str, str]], job_id: str, follow: bool) -> Iterator[str]:
+    prefix = len(paths) > 1
+    positions = dict.fromkeys((p for _, p in paths), 0)
+    while True:
+        for host, path in paths:
+            try:
+                with open(path, encoding="utf-8", errors="replace") as fh:
+                    fh.seek(positions[path])
+                    for line in fh:
+                        yield (f"[{host}] " if prefix else "") + line.rstrip("\n")
+                    positions[path] = fh.tell()
+            except FileNotFoundError:
+                continue
+        if not follow or slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
+            return
+        time.sleep(0.3)
+
+
+def stop(job_id: str, timeout: float = 90.0) -> JobRecord:
+    """Graceful stop, verified: ask the driver (a marker file it polls), else signal the job.
+
+    The driver then stops every container, runs its cleanup step and records how it ended.
+    """
+    record = job_record(job_id)
+    if slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
+        return record
+    if record.run_dir:
+        with open(os.path.join(record.run_dir, STOP_MARKER), "w", encoding="utf-8") as fh:
+            fh.write(f"{time.time()}\n")
+    if record.status is Status.PENDING or not _wait_terminal(job_id, min(30.0, timeout)):
+        # No driver running yet (or it died): let SLURM signal every step, then cancel.
+        runner.run(slurm.scancel_argv(job_id, signal="TERM"), timeout=30)
+        if not _wait_terminal(job_id, timeout):
+            runner.run(slurm.scancel_argv(job_id), timeout=30)
+            raise LaunchError(f"job {job_id} did not stop within {timeout:g}s; cancelled it hard")
+    return job_record(job_id)
+
+
+def _wait_terminal(job_id: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if job_record(job_id).status in state.TERMINAL:
+            return True
+        if slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
+            return True
+        time.sleep(0.3)
+    return False
+
+
+# ---- benchmarks --------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class BenchOptions:
+    """What `slurmserve bench` runs; `to_argv()` gives the same request as flags (remote mode)."""
+
+    suites: str = "latency,concurrency"
+    model: str | None = None
+    engine: str | None = None
+    image: str | None = None
+    tokenizer: str | None = None
+    dataset: str | None = None
+    slo_ttft_ms: float | None = None
+    slo_tpot_ms: float | None = None
+    tiny: bool = False
+    as_json: bool = False  # print the results as JSON (remotely: the login host's bench does)
+
+    def to_argv(self) -> list[str]:
+        argv = [a for name, flag in _BENCH_FLAGS.items() if getattr(self, name) is not None
+                for a in (flag, str(getattr(self, name)))]
+        return argv + ["--tiny"] * self.tiny + ["--json"] * self.as_json
+
+
+_BENCH_FLAGS = {"suites": "--type", "model": "--model", "engine": "--engine", "image": "--image",
+                "tokenizer": "--tokenizer", "dataset": "--dataset",
+                "slo_ttft_ms": "--slo-ttft-ms", "slo_tpot_ms": "--slo-tpot-ms"}
+
+
+def bench(options: BenchOptions, base_url: str, *, job: JobRecord | None = None,
+          out: str | None = None, api_key: str | None = None,
+          progress: BenchProgress | None = None) -> BenchRun:
+    """Benchmark `base_url` with the engine's own client, in the engine image: on the job's
+    head node beside the server when `job` is given, else on this machine's Docker."""
+    from .tools import apicheck, benchexec
+    from .tools import bench as benchmod
+
+    engine = options.engine or (job.engine if job else None)
+    image = options.image or (job.image if job else None)
+    if not engine or not image:
+        raise SpecError("--engine/--image", "unknown for a bare --url",
+                        "give --engine and --image (the engine image that has its client)")
+    model = options.model or (job.model if job else None)
+    if model is None:
+        model = apicheck.run_checks(base_url, engine=engine, api_key=api_key,
+                                    only=["models"]).model
+    name = job.job if job else "url"
+    out_dir = os.path.abspath(out or f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    fields = dict(suites=tuple(s for s in options.suites.split(",") if s),
+                  tokenizer=options.tokenizer, sharegpt_path=options.dataset,
+                  slo_ttft_ms=options.slo_ttft_ms, slo_tpot_ms=options.slo_tpot_ms)
+    fields = {k: v for k, v in fields.items() if v is not None}
+    try:
+        config = (benchmod.BenchConfig.tiny(**fields) if options.tiny
+                  else benchmod.BenchConfig(**fields))
+    except ValueError as exc:
+        raise SpecError("--type", str(exc), "see `slurmserve bench --help`") from None
+    head = job.nodes[0].host if job and job.nodes else None
+    execute = (benchexec.on_job_node(job.job, head, image, out_dir, api_key) if job and head
+               else benchexec.local_docker(image, out_dir, api_key))
+    return benchmod.run_suite(config, execute, engine=engine, base_url=base_url, model=model,
+                              out_dir=out_dir, progress=progress)
+
+
+def compare_bench(dir_a: str, dir_b: str) -> str:
+    """Two benchmark result folders side by side (B/A ratios), as text."""
+    from .tools import bench as benchmod
+
+    return benchmod.compare(dir_a, dir_b)
+
+
+# ---- endpoint checks and sizing ----------------------------------------------------------------
+
+def client_key(given: str | None, job: JobRecord | None, fallback: str | None) -> str | None:
+    """The key `test` and `bench` send: `given` (a key, env:VAR or file:PATH), else the job's
+    own key source, else `fallback` (e.g. $OPENAI_API_KEY); SpecError when it cannot be read."""
+    return apikey.for_client(given, job.api_key if job else None, fallback)
+
+
+def check_endpoint(base_url: str, engine: str | None = None, model: str | None = None,
+                  api_key: str | None = None, only: Sequence[str] | None = None) -> Report:
+    """Check that `base_url` behaves like an OpenAI server (every check, or those in `only`)."""
+    from .tools import apicheck
+
+    try:
+        return apicheck.run_checks(base_url, engine=engine, model=model, api_key=api_key,
+                                   only=list(only) if only else None)
+    except SpecError:
+        raise
+    except ValueError as exc:  # an engine name apicheck does not know
+        names = list(engines.ENGINES)
+        raise SpecError("--engine", str(exc),
+                        f"use {', '.join(names[:-1])} or {names[-1]}") from None
+
+
+def sizing_catalogue() -> dict[str, dict[str, dict[str, Any]]]:
+    """The model presets and GPU types `size` knows, each with its figures."""
+    from .tools import configurator
+
+    return {"models": configurator.presets(), "gpus": configurator.gpus()}
+
+
+def size(**request: Any) -> Sizing:
+    """Size a deployment (TP/PP/DP/EP, nodes, predicted latency); unset fields are defaults.
+
+    A bad request is a SpecError naming its flag.
+    """
+    from .tools import configurator
+
+    return configurator.plan(configurator.PlanRequest(
+        **{k: v for k, v in request.items() if v is not None}))

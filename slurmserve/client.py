@@ -1,6 +1,6 @@
 """The job client for scripts and notebooks, on the cluster or from a workstation over SSH.
 
-    >>> from slurmserve.client import Cluster
+    >>> from slurmserve import Cluster
     >>> cluster = Cluster.connect("me@login.cluster.org")       # or Cluster.local()
     >>> job = cluster.submit(engine="vllm", model="/fsx/models/qwen", image="/fsx/vllm.tar",
     ...                      nodes=2, tp=8, pp=2, on_progress=print)   # waits for READY
@@ -8,33 +8,32 @@
     >>> OpenAI(base_url=job.base_url, api_key="none")   # tunnelled through the login host
     >>> job.stop()
 
-The `slurmserve` CLI's submit, wait, status, logs, stop, tunnel, test and bench use this
-module. Remotely, the login host runs the same commands (`slurmserve ... --json`); paths in the
-spec (image tarball, env file, mounts, log dir) are paths on the cluster.
+A `Cluster` talks to a `Backend`: `LocalBackend` calls the API here; `RemoteBackend` runs
+slurmserve on the login host (`remote.commands`), which answers in the same typed records.
+Remotely, paths in the spec (image tarball, env file, mounts, log dir) are paths on the cluster.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import secrets
-import stat
 import threading
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, fields
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import remote as remote_mod
+from . import api, state
 from .errors import LaunchError, SpecError
-from .jobs import TERMINAL, JobStatus
+from .slurm import ACTIVE_STATES
 from .spec import ServeSpec
+from .state import ENDED, JobRecord
+
+if TYPE_CHECKING:
+    from .remote.session import Session
+    from .remote.tunnel import Tunnel
 
 Progress = Callable[[str], None]
 WAIT_MARGIN = 3600.0  # queueing time allowed on top of the spec's health timeout
-ENDED = TERMINAL | {"ended"}
-ACTIVE_SLURM = {"PENDING", "CONFIGURING", "RUNNING", "COMPLETING"}
-CLIENT_KEY_VAR = "SLURMSERVE_CLIENT_KEY"
+_ACTIVE_SLURM = {s.value for s in ACTIVE_STATES}
 
 
 def _number(value: Any, default: float) -> float:
@@ -45,105 +44,106 @@ def _number(value: Any, default: float) -> float:
         return default
 
 
-def _status_from(data: Mapping[str, Any]) -> JobStatus:
-    known = {f.name for f in fields(JobStatus)}
-    return JobStatus(**{k: v for k, v in data.items() if k in known})
-
-
-def end_reason(status: JobStatus) -> str | None:
+def end_reason(status: api.JobStatus) -> str | None:
     """Why the job is over, or None while it runs."""
-    if status.status in ENDED or status.slurm_state not in ACTIVE_SLURM:
+    if status.status in ENDED or status.slurm_state not in _ACTIVE_SLURM:
         return f"job {status.job} ended: SLURM {status.slurm_state}, {status.status}"
     return None
 
 
-class _Local:
-    """This machine is on the cluster: call the job functions directly."""
+class Backend(Protocol):
+    """Where a Cluster's jobs are handled: the API here, or slurmserve on a login host."""
+
+    label: str
+
+    def submit(self, spec: ServeSpec | Mapping[str, Any], python: str | None) -> JobRecord: ...
+
+    def wait_ready(self, job: str, timeout: float, on_progress: Progress | None) -> JobRecord: ...
+
+    def status(self, jobs: Sequence[str] | None, health: bool, timeout: float = ...
+               ) -> list[api.JobStatus]: ...
+
+    def info(self, job: str) -> JobRecord: ...
+
+    def logs(self, job: str, node: str | None, follow: bool) -> Iterator[str]: ...
+
+    def stop(self, job: str, timeout: float) -> JobRecord: ...
+
+    def close(self) -> None: ...
+
+
+class LocalBackend:
+    """This machine is on the cluster: call the API directly."""
 
     label = "local"
 
-    def submit(self, spec: ServeSpec | Mapping[str, Any], python: str | None) -> tuple[str, str]:
-        from . import jobs
-        from .spec import load_spec
-
+    def submit(self, spec: ServeSpec | Mapping[str, Any], python: str | None) -> JobRecord:
         if not isinstance(spec, ServeSpec):
-            spec = load_spec(**dict(spec))
-        return jobs.submit(spec, python=python)
+            spec = api.load_spec(**dict(spec))
+        return api.submit(spec, python=python)
 
-    def wait_ready(self, job: str, timeout: float, on_progress: Progress | None
-                   ) -> dict[str, Any]:
-        from . import jobs
+    def wait_ready(self, job: str, timeout: float, on_progress: Progress | None) -> JobRecord:
+        return api.wait_ready(job, timeout=timeout, on_progress=on_progress)
 
-        return jobs.wait_ready(job, timeout=timeout, on_progress=on_progress)
+    def status(self, jobs: Sequence[str] | None, health: bool, timeout: float = 0.0
+               ) -> list[api.JobStatus]:
+        return api.status(jobs, check_health=health)
 
-    def status(self, jobs_: list[str] | None, health: bool, timeout: float = 0.0
-               ) -> list[JobStatus]:
-        from . import jobs
-
-        return jobs.status(jobs_, check_health=health)
+    def info(self, job: str) -> JobRecord:
+        record = state.read(job)
+        if record is None:
+            raise SpecError("--job", f"no slurmserve job {job} is known here",
+                            "see `slurmserve status`")
+        return record
 
     def logs(self, job: str, node: str | None, follow: bool) -> Iterator[str]:
-        from . import jobs
+        return api.logs(job, node, follow)
 
-        return jobs.follow(jobs.log_paths(job, node), job, follow)
-
-    def stop(self, job: str, timeout: float) -> dict[str, Any]:
-        from . import jobs
-
-        return jobs.stop(job, timeout=timeout)
+    def stop(self, job: str, timeout: float) -> JobRecord:
+        return api.stop(job, timeout=timeout)
 
     def close(self) -> None:
         pass
 
 
-class _Remote:
-    """A login host over SSH: run `slurmserve ... --json` there and read its answers."""
+class RemoteBackend:
+    """A login host over SSH: slurmserve runs there and answers in typed records."""
 
-    def __init__(self, session: remote_mod.Session) -> None:
+    def __init__(self, session: Session) -> None:
+        from .remote import commands
+
         self.session = session
         self.label = session.label
+        self._commands = commands
 
-    def submit(self, spec: ServeSpec | Mapping[str, Any], python: str | None) -> tuple[str, str]:
+    def submit(self, spec: ServeSpec | Mapping[str, Any], python: str | None) -> JobRecord:
         data = spec.to_dict() if isinstance(spec, ServeSpec) else dict(spec)
-        args = ["submit", "--config", "-", "--no-wait", "--json"]
-        if python:
-            args += ["--python", python]
-        # An `--api-key env:VAR` names a variable of this machine: it travels on stdin to the
-        # login host, whose sbatch passes its environment on to the job.
-        source, env = str(data.get("api_key") or ""), None
-        if source.startswith("env:") and os.environ.get(source[4:]):
-            env = {source[4:]: os.environ[source[4:]]}
-        out = self.session.slurmserve(args, stdin=json.dumps(data).encode(), env=env)
-        info = json.loads(out.strip().splitlines()[-1])
-        return str(info["job"]), str(info["run_dir"])
+        return self._commands.submit(self.session, data, python)
 
-    def wait_ready(self, job: str, timeout: float, on_progress: Progress | None
-                   ) -> dict[str, Any]:
-        final: dict[str, Any] = {}
-        for line in self.session.slurmserve_lines(
-                ["wait", job, "--timeout", f"{timeout:g}", "--json"]):
-            event = json.loads(line)
-            if "progress" in event and on_progress:
-                on_progress(event["progress"])
-            final = event.get("ready", final)
-        if not final:
-            raise LaunchError(f"{self.label}: `slurmserve wait {job}` ended without an answer")
-        return final
+    def wait_ready(self, job: str, timeout: float, on_progress: Progress | None) -> JobRecord:
+        return self._commands.wait_ready(self.session, job, timeout, on_progress)
 
-    def status(self, jobs_: list[str] | None, health: bool, timeout: float = 120.0
-               ) -> list[JobStatus]:
-        args = ["status", *(jobs_ or []), "--json", *([] if health else ["--no-health"])]
-        return [_status_from(row) for row in
-                json.loads(self.session.slurmserve(args, timeout=timeout))]
+    def status(self, jobs: Sequence[str] | None, health: bool, timeout: float = 120.0
+               ) -> list[api.JobStatus]:
+        return self._commands.status(self.session, jobs, health, timeout)
+
+    def info(self, job: str) -> JobRecord:
+        return self._commands.info(self.session, job)
 
     def logs(self, job: str, node: str | None, follow: bool) -> Iterator[str]:
-        args = ["logs", job, *(["--node", node] if node else []), *(["--follow"] if follow else [])]
-        return self.session.slurmserve_lines(args)
+        return self._commands.logs(self.session, job, node, follow)
 
-    def stop(self, job: str, timeout: float) -> dict[str, Any]:
-        out = self.session.slurmserve(["stop", job, "--timeout", f"{timeout:g}", "--json"],
-                                      timeout=timeout + 120)
-        return json.loads(out)
+    def stop(self, job: str, timeout: float) -> JobRecord:
+        return self._commands.stop(self.session, job, timeout)
+
+    def bench(self, job: str, options: api.BenchOptions, out: str, api_key: str | None,
+              on_line: Callable[[str], None] | None, on_stderr: Callable[[bytes], None] | None
+              ) -> int:
+        from .remote.session import download
+
+        return self._commands.bench(
+            self.session, job, options, out, api_key=api_key, on_line=on_line,
+            on_stderr=on_stderr, download=lambda src, dst: download(self.session, src, dst))
 
     def close(self) -> None:
         self.session.close()
@@ -152,14 +152,14 @@ class _Remote:
 class Cluster:
     """Jobs on a SLURM cluster: here (`local()`) or through a login host (`connect()`)."""
 
-    def __init__(self, backend: _Local | _Remote) -> None:
-        self._backend = backend
-        self._jobs: list[Job] = []  # those with a tunnel, closed with the cluster
-        self._forwards: list[Any] = []
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self._tunnelled: list[Job] = []  # jobs with a tunnel, closed with the cluster
+        self._forwards: list[Tunnel] = []
 
     @classmethod
     def local(cls) -> Cluster:
-        return cls(_Local())
+        return cls(LocalBackend())
 
     @classmethod
     def connect(cls, remote: str, *, accept_new_host_key: bool = False,
@@ -169,23 +169,26 @@ class Cluster:
         """SSH to a login host: `[user@]host[:port]`, an alias from ~/.ssh/config, or a profile
         name from ~/.config/slurmserve/config.yaml. `python` is the login host's Python with
         slurmserve (default: the profile's, else python3)."""
-        dest = remote_mod.resolve(remote, ssh_config=ssh_config, connect_timeout=connect_timeout,
-                                  python=python)
-        session = remote_mod.Session(dest, accept_new_host_key=accept_new_host_key,
-                                     notice=notice or (lambda text: None))
-        return cls(_Remote(session.connect()))
+        from .remote import config
+        from .remote.session import Session
+
+        dest = config.resolve(remote, ssh_config=ssh_config, connect_timeout=connect_timeout,
+                              python=python)
+        session = Session(dest, accept_new_host_key=accept_new_host_key,
+                          notice=notice or (lambda text: None))
+        return cls(RemoteBackend(session.connect()))
 
     @property
     def remote(self) -> bool:
-        return isinstance(self._backend, _Remote)
+        return isinstance(self.backend, RemoteBackend)
 
     @property
     def label(self) -> str:
-        return self._backend.label
+        return self.backend.label
 
     @property
-    def session(self) -> remote_mod.Session | None:
-        return self._backend.session if isinstance(self._backend, _Remote) else None
+    def session(self) -> Session | None:
+        return self.backend.session if isinstance(self.backend, RemoteBackend) else None
 
     def submit(self, spec: ServeSpec | Mapping[str, Any] | None = None, *,
                python: str | None = None, wait: bool = True, on_progress: Progress | None = None,
@@ -197,8 +200,8 @@ class Cluster:
             spec = {**base, **{k: v for k, v in fields_.items() if v is not None}}
         health = spec.health_timeout if isinstance(spec, ServeSpec) else _number(
             spec.get("health_timeout"), 1800.0)
-        job_id, run_dir = self._backend.submit(spec, python)
-        job = Job(self, job_id, run_dir=run_dir, default_timeout=health + WAIT_MARGIN)
+        record = self.backend.submit(spec, python)
+        job = Job(self, record.job, run_dir=record.run_dir, default_timeout=health + WAIT_MARGIN)
         if wait:
             job.wait_ready(timeout=timeout, on_progress=on_progress)
         return job
@@ -206,27 +209,32 @@ class Cluster:
     def job(self, job_id: str) -> Job:
         return Job(self, str(job_id))
 
-    def status(self, job_ids: list[str] | None = None, health: bool = True) -> list[JobStatus]:
-        return self._backend.status(job_ids, health)
+    def status(self, job_ids: Sequence[str] | None = None, health: bool = True
+               ) -> list[api.JobStatus]:
+        return self.backend.status(job_ids, health)
 
-    def forward(self, url: str, local_port: int = 0) -> Any:
+    def forward(self, url: str, local_port: int = 0) -> Tunnel:
         """A tunnel to any URL on the cluster network (no job to watch); close() it."""
-        from .remote import tunnel as tunnel_mod
+        from .remote.tunnel import Tunnel
 
         parts = urlsplit(url)
         session = self.session
         if session is None or not parts.hostname:
             raise SpecError("--url", f"cannot forward {url}", "give --remote and http://HOST:PORT")
-        tun = tunnel_mod.Tunnel(session, parts.hostname, parts.port or 80, local_port).start()
+        tun = Tunnel(session, parts.hostname, parts.port or 80, local_port).start()
         self._forwards.append(tun)
         return tun
 
+    def keep_tunnel(self, job: Job) -> None:
+        """Close `job`'s tunnel together with the cluster."""
+        self._tunnelled.append(job)
+
     def close(self) -> None:
-        for job in self._jobs:
+        for job in self._tunnelled:
             job.close()
         for tun in self._forwards:
             tun.close()
-        self._backend.close()
+        self.backend.close()
 
     def __enter__(self) -> Cluster:
         return self
@@ -243,12 +251,12 @@ class Job:
     id: str
     run_dir: str | None = None
     default_timeout: float = 1800.0 + WAIT_MARGIN
-    state: dict[str, Any] = field(default_factory=dict)  # the driver's state once ready
-    _tunnel: Any = field(default=None, repr=False)
+    record: JobRecord | None = None  # the driver's record once ready
+    _tunnel: Tunnel | None = field(default=None, repr=False)
     _watch: threading.Event | None = field(default=None, repr=False)
     ended: str | None = field(default=None, repr=False)  # why the tunnel's job ended
 
-    def status(self, health: bool = True) -> JobStatus:
+    def status(self, health: bool = True) -> api.JobStatus:
         rows = self.cluster.status([self.id], health=health)
         if not rows:
             raise SpecError("JOB", f"no slurmserve job {self.id} is known on {self.cluster.label}",
@@ -258,22 +266,22 @@ class Job:
     def wait_ready(self, timeout: float | None = None, on_progress: Progress | None = None
                    ) -> Job:
         """Block until the job serves; `on_progress(text)` sees each change of state."""
-        self.state = self.cluster._backend.wait_ready(
+        self.record = self.cluster.backend.wait_ready(
             self.id, timeout or self.default_timeout, on_progress)
-        self.run_dir = self.state.get("run_dir", self.run_dir)
+        self.run_dir = self.record.run_dir or self.run_dir
         return self
 
     @property
     def endpoint(self) -> str:
         """The server's URL on the cluster network (`http://HEAD:PORT`)."""
-        endpoint = self.state.get("endpoint") or self.status(health=False).endpoint
+        endpoint = (self.record and self.record.endpoint) or self.status(health=False).endpoint
         if not endpoint:
             raise LaunchError(f"job {self.id} has no endpoint yet; wait_ready() first")
         return endpoint
 
     @property
     def model(self) -> str | None:
-        return self.state.get("model") or self.status(health=False).model
+        return (self.record and self.record.model) or self.status(health=False).model
 
     @property
     def url(self) -> str:
@@ -287,27 +295,16 @@ class Job:
         """For OpenAI clients: `OpenAI(base_url=job.base_url, api_key=...)`."""
         return f"{self.url}/v1"
 
-    def info(self) -> dict[str, Any]:
-        """The job's state as its driver recorded it (endpoint, engine, model, image, nodes)."""
-        if not self.cluster.remote:
-            from . import state
-
-            data = state.read(self.id)
-            if data is None:
-                raise SpecError("--job", f"no slurmserve job {self.id} is known here",
-                                "see `slurmserve status`")
-            return data
-        st = self.status(health=False)
-        return {"job": st.job, "status": st.status, "endpoint": st.endpoint, "model": st.model,
-                "engine": st.engine, "image": st.image, "api_key": st.api_key,
-                "run_dir": st.run_dir, "nodes": [{"host": host} for host in st.nodes]}
+    def info(self) -> JobRecord:
+        """The job's record as its driver wrote it (endpoint, engine, model, image, nodes)."""
+        return self.cluster.backend.info(self.id)
 
     def tunnel(self, local_port: int | None = None, on_event: Callable[[str], None] | None = None,
-               watch: bool = True) -> Any:
+               watch: bool = True) -> Tunnel:
         """Start (once) a local port forwarded to the endpoint through the login host, kept up
         in the background (reconnecting after drops) until the job ends or close();
         `watch=False` leaves that to the caller (`tunnel.supervise`)."""
-        from .remote import tunnel as tunnel_mod
+        from .remote.tunnel import Tunnel, free_port
 
         if self._tunnel is not None:
             return self._tunnel
@@ -317,75 +314,70 @@ class Job:
                             f"here the endpoint is reachable directly: {self.endpoint}")
         parts = urlsplit(self.endpoint)
         assert parts.hostname and parts.port
-        port = tunnel_mod.free_port(parts.port) if local_port is None else local_port
-        tun = tunnel_mod.Tunnel(session, parts.hostname, parts.port, port, on_event).start()
+        port = free_port(parts.port) if local_port is None else local_port
+        tun = Tunnel(session, parts.hostname, parts.port, port, on_event).start()
         self._tunnel, self._watch = tun, threading.Event()
-        self.cluster._jobs.append(self)
+        self.cluster.keep_tunnel(self)
         if watch:
             threading.Thread(target=self._supervise, args=(tun, on_event), daemon=True).start()
         return tun
 
-    def _supervise(self, tun: Any, on_event: Callable[[str], None] | None) -> None:
-        from .remote import tunnel as tunnel_mod
+    def _supervise(self, tun: Tunnel, on_event: Callable[[str], None] | None) -> None:
+        from .remote.errors import RemoteError
+        from .remote.tunnel import supervise
 
         session = self.cluster.session
         assert session is not None and self._watch is not None
         try:
-            self.ended = tunnel_mod.supervise(session, self.end_reason, on_event=on_event,
-                                              stop=self._watch)
-        except remote_mod.RemoteError as exc:
+            self.ended = supervise(session, self.end_reason, on_event=on_event, stop=self._watch)
+        except RemoteError as exc:
             self.ended = str(exc)
         if self.ended:
             if on_event:
                 on_event(self.ended)
             tun.close()
 
+    def watch(self, on_event: Callable[[str], None] | None = None) -> str | None:
+        """Keep the connection to the login host up (reconnecting after drops) and watch the
+        job; returns why it ended. Remote only; Ctrl+C ends it."""
+        from .remote.tunnel import supervise
+
+        session = self.cluster.session
+        if session is None:
+            raise SpecError("--remote", "watching a job's tunnel needs a login host",
+                            "give --remote HOST")
+        return supervise(session, self.end_reason, on_event=on_event)
+
     def end_reason(self) -> str | None:
         """Why the job is over (None while it runs); checked without a health probe."""
-        rows = self.cluster._backend.status([self.id], False, timeout=20.0)
+        rows = self.cluster.backend.status([self.id], False, timeout=20.0)
         return end_reason(rows[0]) if rows else f"job {self.id} is no longer known"
 
     def logs(self, node: str | None = None, follow: bool = False) -> Iterator[str]:
         """The containers' log lines (all nodes prefixed by host, or one node)."""
-        return self.cluster._backend.logs(self.id, node, follow)
+        return self.cluster.backend.logs(self.id, node, follow)
 
-    def bench(self, options: list[str], out: str, api_key: str | None = None,
+    def bench(self, options: api.BenchOptions, out: str, api_key: str | None = None,
               on_line: Callable[[str], None] | None = None,
               on_stderr: Callable[[bytes], None] | None = None) -> int:
-        """Remote only: `slurmserve bench --job ID OPTIONS` on the login host (the engine image's
-        own client runs beside the server, as on the cluster), then its result folder is
-        copied to `out` here. Returns bench's exit code (1 when a point failed)."""
-        session = self.cluster.session
-        if session is None:
+        """Remote only: `slurmserve bench --job ID` on the login host (the engine image's own
+        client runs beside the server, as on the cluster), then its result folder is copied to
+        `out` here. Returns bench's exit code (1 when a point failed)."""
+        backend = self.cluster.backend
+        if not isinstance(backend, RemoteBackend):
             raise SpecError("--remote", "Job.bench runs benchmarks from a workstation",
                             "on the cluster use `slurmserve bench --job ID`")
-        # A folder of its own there: an older run's results must never come back as this one's.
-        remote_out = (f"slurmserve-bench/{os.path.basename(os.path.abspath(out))}-"
-                      f"{secrets.token_hex(4)}")
-        env, key_args = None, []
-        if api_key:  # the key travels on stdin; argv names only the variable
-            env, key_args = {CLIENT_KEY_VAR: api_key}, ["--api-key", f"env:{CLIENT_KEY_VAR}"]
-        error: remote_mod.RemoteCommandError | None = None
-        try:
-            for line in session.slurmserve_lines(
-                    ["bench", "--job", self.id, *options, *key_args, "--out", remote_out],
-                    env=env, on_stderr=on_stderr):
-                if on_line:
-                    on_line(line)
-        except remote_mod.RemoteCommandError as exc:
-            error = exc
-        try:
-            download(session, remote_out, out)
-        except OSError:
-            if error:
-                raise error from None
-            raise LaunchError(f"{session.label}: bench wrote no results in ~/{remote_out}") from None
-        return error.exit_code if error else 0
+        return backend.bench(self.id, options, out, api_key, on_line, on_stderr)
 
     def stop(self, timeout: float = 90.0) -> dict[str, Any]:
-        """Stop gracefully, verified; returns the final state (status stopped/failed)."""
+        """Stop gracefully, verified; returns the final record as state.json has it
+        (`status` stopped or failed); `stop_record()` gives it typed."""
+        return self.stop_record(timeout).to_dict()
+
+    def stop_record(self, timeout: float = 90.0) -> JobRecord:
+        """Stop gracefully, verified; returns the final record (status stopped/failed)."""
         self.close()
-        return self.cluster._backend.stop(self.id, timeout)
+        return self.cluster.backend.stop(self.id, timeout)
 
     def close(self) -> None:
         """Close this job's tunnel (the job keeps running)."""
@@ -394,25 +386,3 @@ class Job:
         if self._tunnel is not None:
             self._tunnel.close()
         self._tunnel = self._watch = None
-
-
-def download(session: remote_mod.Session, remote_dir: str, local_dir: str) -> int:
-    """Copy a directory tree from the login host (SFTP); returns the number of files."""
-    sftp = session.sftp()
-    count = 0
-    try:
-        todo = [(remote_dir, local_dir)]
-        while todo:
-            src, dst = todo.pop()
-            entries = sftp.listdir_attr(src)
-            os.makedirs(dst, exist_ok=True)
-            for entry in entries:
-                path, target = f"{src}/{entry.filename}", os.path.join(dst, entry.filename)
-                if stat.S_ISDIR(entry.st_mode or 0):
-                    todo.append((path, target))
-                elif stat.S_ISREG(entry.st_mode or 0):
-                    sftp.get(path, target)
-                    count += 1
-    finally:
-        sftp.close()
-    return count

@@ -41,5 +41,12 @@ class Console:
             self.stream.flush()
             self._live = True
 
+    def result(self, lines: list[str]) -> None:
+        """What a script reads (the READY block): on stdout, whatever `quiet` says."""
+        with self._lock:
+            self._clear()
+            for line in lines:
+                print(line, flush=True)
+
     def error(self, text: str) -> None:
         self.line(f"slurmserve: error: {text}")

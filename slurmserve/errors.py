@@ -30,3 +30,7 @@ class SpecError(SlurmserveError, ValueError):
 
 class LaunchError(SlurmserveError):
     """Something failed on the cluster; the message says where and what to do next."""
+
+
+class Stopped(Exception):
+    """The user asked to stop (Ctrl+C, SIGTERM, scancel, `slurmserve stop`): not an error."""

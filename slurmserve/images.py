@@ -6,6 +6,7 @@ node that already holds exactly that image, whatever its tags say.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import os
@@ -65,8 +66,15 @@ def read_tarball(path: str) -> TarballImage:
     """Image ID and tags from a tarball's manifest.json (streams .tar.gz; seeks in .tar).
 
     Every member is read up to the manifest, so a truncated file or one missing a layer the
-    manifest names fails here, before any node is touched.
+    manifest names fails here, before any node is touched. Read once per process while the
+    file stays the same (spec validation and preflight share the result).
     """
+    st = os.stat(path)
+    return _read_tarball(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _read_tarball(path: str, _size: int, _mtime: int) -> TarballImage:
     with open(path, "rb") as fh:
         compressed = fh.read(2) == _GZIP_MAGIC
     fix = "re-create it with `docker save IMAGE -o FILE.tar`"

@@ -45,10 +45,10 @@ class Allocation:
 
 @dataclass(frozen=True)
 class PortBlock:
-    """A per-job block of ports for everything but the HTTP endpoint.
+    """A per-job block of ports for everything but the engine's default HTTP port.
 
     Two jobs sharing a node (field failure 6) get different blocks: the block index comes from
-    the job ID, and Ray's whole range (GCS, node manager, object manager, workers...) lives in it.
+    the job ID. Engines name their own ports by offset (`at`), e.g. vLLM's whole Ray range.
     """
 
     base: int
@@ -58,42 +58,32 @@ class PortBlock:
     # Blocks span 20000..29999: below Linux's ephemeral range (32768+) and clear of the engines'
     # default HTTP ports (8000, SGLang's 30000) and Ray's defaults (6379, 8265, 10001).
     COUNT = 100
+    RENDEZVOUS = 0
+    SSH = 2
+    HTTP_FALLBACK = 11
 
     @classmethod
     def for_job(cls, job_id: str) -> PortBlock:
         digits = "".join(c for c in str(job_id) if c.isdigit()) or "0"
         return cls(cls.FIRST + (int(digits) % cls.COUNT) * cls.SIZE)
 
-    @property
-    def rendezvous(self) -> int:  # SGLang dist-init, vLLM master port, DP RPC port
-        return self.base
+    def at(self, offset: int) -> int:
+        """The port `offset` places into this job's block."""
+        if not 0 <= offset < self.SIZE:
+            raise ValueError(f"port offset {offset} is outside a block of {self.SIZE}")
+        return self.base + offset
 
     @property
-    def ray_gcs(self) -> int:
-        return self.base + 1
+    def rendezvous(self) -> int:  # a distributed engine's init/master/RPC port
+        return self.at(self.RENDEZVOUS)
 
     @property
     def ssh(self) -> int:  # MPI launch between node containers
-        return self.base + 2
-
-    def ray_ports(self) -> dict[str, int]:
-        """`ray start` port flags, all inside this job's block."""
-        b = self.base
-        return {
-            "node-manager-port": b + 3, "object-manager-port": b + 4,
-            "dashboard-agent-listen-port": b + 6,
-            "dashboard-agent-grpc-port": b + 7, "metrics-export-port": b + 8,
-            "runtime-env-agent-port": b + 9, "min-worker-port": b + 50,
-            "max-worker-port": b + 99,
-        }
+        return self.at(self.SSH)
 
     @property
     def http_fallback(self) -> int:  # HTTP port when the engine's default is taken on the head
-        return self.base + 11
-
-    @property
-    def ray_client(self) -> int:  # only when ray[client] is installed (head script checks)
-        return self.base + 5
+        return self.at(self.HTTP_FALLBACK)
 
 
 @dataclass(frozen=True)
@@ -107,6 +97,25 @@ class Readiness:
 
 
 @dataclass(frozen=True)
+class Rendered:
+    """A file launch.py renders from slurmserve/templates/`template` with `context`."""
+
+    template: str
+    context: tuple[tuple[str, Any], ...]
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program shipped in slurmserve/node/, copied as is."""
+
+    program: str
+
+
+#: A mounted file's content: literal text, a template to render, or a shipped program.
+FileSource = str | Rendered | Program
+
+
+@dataclass(frozen=True)
 class NodePlan:
     """What one node runs: its container's command and environment, and its role."""
 
@@ -117,7 +126,7 @@ class NodePlan:
     role: str
     command: tuple[str, ...]
     env: tuple[tuple[str, str], ...] = ()
-    files: tuple[tuple[str, str], ...] = ()  # (name, content) mounted under /slurmserve/
+    files: tuple[tuple[str, FileSource], ...] = ()  # (name, source) mounted under /slurmserve/
     secrets: tuple[str, ...] = ()  # per-job secret files launch.py provides in /slurmserve/secrets
     # (VAR, secret name): VAR holds that secret's value, in the node's 0600 env file only.
     secret_env: tuple[tuple[str, str], ...] = ()
@@ -162,5 +171,12 @@ class ClusterPlan:
         for node in data["nodes"]:
             node["env"] = dict(node["env"])
             node["secret_env"] = dict(node["secret_env"])
-            node["files"] = dict(node["files"])
+            node["files"] = {name: _source(src) for name, src in node["files"]}
         return data
+
+
+def _source(src: Any) -> Any:
+    """A file source as plain data (asdict already made Rendered/Program dicts)."""
+    if isinstance(src, dict) and "context" in src:
+        return {"template": src["template"], "context": dict(src["context"])}
+    return src

@@ -17,6 +17,8 @@ from typing import IO, NoReturn, Protocol
 
 from .errors import LaunchError
 
+TimeoutExpired = subprocess.TimeoutExpired  # what Process.wait raises: callers need no subprocess
+
 
 @dataclass(frozen=True)
 class Result:

@@ -16,15 +16,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import engines, envfile
 from .errors import SpecError
 
-ENGINES = ("vllm", "sglang", "trtllm")
 FABRICS = ("auto", "efa", "ib", "tcp")
 STAGES = ("auto", "direct", "sbcast")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Variable names that hold secrets: their values belong in --env-file, never in the spec (which
 # rendered scripts embed) or on a command line. The word ends the name: HF_TOKEN is a secret,
 # HF_TOKEN_PATH, TOKENIZERS_PARALLELISM and *_TOKEN_LATENCY are not.
@@ -178,7 +177,7 @@ def spec_data(config: str | os.PathLike[str] | None = None, *,
 
 
 _REQUIRED_FIX = {
-    "engine": "give one of: " + ", ".join(ENGINES),
+    "engine": "give one of: " + ", ".join(engines.ENGINES),
     "model": "give a Hugging Face id or a model path",
     "image": "pass --image with a `docker save` tarball (.tar/.tar.gz) or a registry reference",
 }
@@ -221,7 +220,7 @@ def _reject_unknown(data: Mapping[str, Any], known: Sequence[str], prefix: str) 
 
 
 def _validate(d: dict[str, Any]) -> ServeSpec:
-    engine = _choice("engine", d["engine"], ENGINES)
+    engine = _choice("engine", d["engine"], engines.ENGINES)
     spec = ServeSpec(
         engine=engine,
         model=_text("model", d["model"]),
@@ -252,8 +251,6 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
     )
-    from . import engines
-
     engines.get(spec.engine).validate(spec)
     return spec
 
@@ -423,7 +420,7 @@ def _env(value: Any) -> tuple[tuple[str, str], ...]:
     result = []
     for key, val in items:
         key = _text("--env", key)
-        if not _ENV_KEY.match(key):
+        if not envfile.KEY.match(key):
             raise SpecError("--env", f"'{key}' is not a valid variable name",
                             "use letters, digits and _, not starting with a digit")
         if _SECRET_NAME.search(key):
@@ -464,27 +461,7 @@ def _volume_source(name: str, path: str) -> str:
 
 def _env_file(name: str, value: Any) -> str:
     path = os.path.expanduser(_text("--env-file", value))
-    try:
-        lines = _env_file_lines(path)
-    except OSError as exc:
-        raise SpecError("--env-file", f"cannot read {path}: {exc.strerror}", "check the path") from None
-    except UnicodeDecodeError as exc:
-        raise SpecError("--env-file", f"{path} is not UTF-8 text (byte {exc.start})",
-                        "save it as UTF-8") from None
-    for number, line in enumerate(lines, 1):
-        stripped = line.strip(" \t")
-        if not stripped or stripped.startswith("#"):
-            continue
-        key = stripped.split("=", 1)[0]
-        # The line itself is never shown: it may hold a secret.
-        if key.startswith("export "):
-            raise SpecError("--env-file", f"{path} line {number} starts with `export`",
-                            "write plain KEY=VALUE lines, as docker reads them")
-        if "=" not in stripped or not _ENV_KEY.match(key):
-            raise SpecError("--env-file", f"{path} line {number} is not KEY=VALUE",
-                            "fix or remove that line")
-        if "\x00" in stripped:
-            raise SpecError("--env-file", f"{path} line {number} holds a NUL byte", "remove it")
+    envfile.check(path)
     return os.path.abspath(path)
 
 
@@ -497,20 +474,3 @@ def _gpus(value: Any) -> str:
         raise SpecError("--gpus", f"'{value}' is not all, none or a list of GPU indices",
                         "e.g. --gpus all, --gpus none or --gpus 0,1,2,3")
     return ",".join(ids)
-
-
-def _env_file_lines(path: str) -> list[str]:
-    """Lines as docker reads an env file: split at \\n only (a value may hold U+2028 or \\f)."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        return [line.removesuffix("\r") for line in fh.read().split("\n")]
-
-
-def env_file_pairs(path: str) -> list[tuple[str, str]]:
-    """KEY=VALUE pairs of an env file (already validated by the spec)."""
-    pairs = []
-    for line in _env_file_lines(path):
-        stripped = line.strip(" \t")
-        if stripped and not stripped.startswith("#"):
-            key, value = stripped.split("=", 1)
-            pairs.append((key, value))
-    return pairs

@@ -11,15 +11,37 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, NodePlan
-from ..spec import ServeSpec
-from . import NativeFlags, Parallel, default_layout, fit, merge, refuse_key_flags, renamed, scan
+from ..plan import Allocation, ClusterPlan, NodePlan, PortBlock
+from ._common import (
+    ApiCheck,
+    ApiCheckFailed,
+    ApiTraits,
+    Call,
+    NativeFlags,
+    Parallel,
+    Profile,
+    Resolution,
+    default_layout,
+    fit,
+    frozen,
+    http_port,
+    merge,
+    model_name,
+    no_job_secrets,
+    one_mode,
+    refuse_key_flags,
+    renamed,
+    scan,
+    serving_port,
+)
+
+if TYPE_CHECKING:
+    from ..spec import ServeSpec
 
 NAME = "sglang"
 DEFAULT_PORT = 30000
@@ -46,9 +68,7 @@ FLAGS = NativeFlags(
 
 
 def validate(spec: ServeSpec) -> None:
-    if spec.launch_mode not in MODES:
-        raise SpecError("--launch-mode", f"SGLang has one launch mode, not '{spec.launch_mode}'",
-                        "leave --launch-mode at auto")
+    one_mode(spec, "SGLang", MODES)
     refuse_key_flags(spec, ("--api-key", "--admin-api-key"))
     if spec.api_key and any(a.partition("=")[0] == "--config" for a in spec.engine_args):
         raise SpecError("--config (after --)", "SGLang reads one --config file, and slurmserve "
@@ -62,7 +82,10 @@ def api_key_files(key: str) -> dict[str, str]:
     return {API_KEY_FILE: f"api-key: {json.dumps(key)}\n"}
 
 
-def resolve(spec: ServeSpec) -> Parallel:
+job_secrets = no_job_secrets
+
+
+def resolve(spec: ServeSpec) -> Resolution:
     native, switches = scan(spec.engine_args, FLAGS)
     merged = merge(spec, native, ("tp", "pp", "dp", "ep", "port", "host", "served_model_name"))
     if "model" in native and native["model"] != spec.model:
@@ -88,21 +111,30 @@ def resolve(spec: ServeSpec) -> Parallel:
     if nodes > 1 and (tp * pp) % nodes:
         raise SpecError("--tp", f"SGLang needs TP x PP ({tp * pp}) divisible by the node count "
                         f"({nodes})", "change --tp/--pp or --nodes")
-    return Parallel(tp=tp, pp=pp, dp=dp, ep=ep, world=world, nodes=nodes,
-                    expert_parallel=ep > 1, dp_attention=dp_attention)
+    par = Parallel(tp=tp, pp=pp, dp=dp, ep=ep, world=world, nodes=nodes,
+                   expert_parallel=ep > 1, dp_attention=dp_attention)
+    port, explicit = http_port(merged, DEFAULT_PORT)
+    return Resolution(parallel=par, mode="nnodes" if nodes > 1 else "single", port=port,
+                      port_explicit=explicit, model_name=model_name(spec, native),
+                      native=frozen(native), switches=frozenset(switches))
 
 
-def port(spec: ServeSpec) -> int:
-    native, _ = scan(spec.engine_args, FLAGS)
-    return int(merge(spec, native, ("port",))["port"] or DEFAULT_PORT)
+def listen_ports(spec: ServeSpec, res: Resolution, block: PortBlock, nodes: int
+                 ) -> dict[int, tuple[int, ...]]:
+    return _ports(res, block, res.port)
 
 
-def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
-    par = resolve(spec)
-    native, _ = scan(spec.engine_args, FLAGS)
-    http_port = port(spec)
+def _ports(res: Resolution, block: PortBlock, http: int) -> dict[int, tuple[int, ...]]:
+    """Rank 0 serves HTTP and holds the dist-init rendezvous."""
+    return {r: (http, block.rendezvous) if r == 0 else () for r in range(res.parallel.nodes)}
+
+
+def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> ClusterPlan:
+    par, native = res.parallel, res.native
+    port = serving_port(res, port)
     head = alloc.head.address
     rendezvous = alloc.ports.rendezvous
+    ports = _ports(res, alloc.ports, port)
     argv = ["python3", "-m", "sglang.launch_server"]
     if "model" not in native:
         argv += ["--model-path", spec.model]
@@ -112,14 +144,13 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         ("dp", "--dp-size", par.dp, par.dp > 1),
         ("ep", "--ep-size", par.ep, par.ep > 1),
         ("host", "--host", spec.host, True),
-        ("port", "--port", http_port, True),
+        ("port", "--port", port, True),
         ("served_model_name", "--served-model-name", spec.served_model_name,
          spec.served_model_name is not None),
     ):
         if needed and key not in native:
             argv += [flag, str(value)]
-    _, switches = scan(spec.engine_args, FLAGS)
-    if "metrics" not in switches:
+    if "metrics" not in res.switches:
         argv.append("--enable-metrics")  # SGLang serves /metrics only when asked
     argv += list(spec.engine_args)
     nodes = alloc.nodes[: par.nodes]
@@ -135,23 +166,21 @@ def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="head" if rank == 0 else "worker", command=tuple(command),
-            secrets=(API_KEY_FILE,) if keyed else (),
-            ports=(http_port, rendezvous) if rank == 0 else (),
+            secrets=(API_KEY_FILE,) if keyed else (), ports=ports[rank],
             serves_http=rank == 0))
     return ClusterPlan(
-        engine=NAME, mode="nnodes" if par.nodes > 1 else "single", job_id=alloc.job_id,
-        model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
-        head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
+        engine=NAME, mode=res.mode, job_id=alloc.job_id, model_name=res.model_name,
+        head_address=head, port=port, world_size=par.world, parallel=par.as_dict(),
         nodes=tuple(plans))
 
 
 # --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
 
-LABEL = "SGLang"
-VENDORS = ("nvidia", "amd")
-SERVED_NAME = True
-PREFIX_CACHE = "SGLang RadixAttention"
-ROUTER = "sgl-router"
+PROFILE = Profile(
+    label="SGLang", vendors=("nvidia", "amd"), served_name=True,
+    prefix_cache="SGLang RadixAttention", router="sgl-router",
+    disaggregation="SGLang's --disaggregation-mode prefill/decode with a transfer backend",
+    mla_dp_attention="SGLang --enable-dp-attention")
 
 
 def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
@@ -224,11 +253,19 @@ def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
     return renamed(raw, _BENCH_KEYS)
 
 
-OWNED_BY = "sglang"
-DETECT_PATHS = ("/get_model_info",)
-METRICS_PREFIX = "sglang:"
-METRICS_JSON = False
-METRICS_HINT = " (SGLang serves /metrics only with --enable-metrics)"
-FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
-SEED_REPRODUCIBLE = False
-NATIVE_GENERATE = True
+def check_generate(call: Call, prompt: str, tokens: int) -> str:
+    """SGLang's native /generate: text plus meta_info, exactly `tokens` new tokens."""
+    params = {"max_new_tokens": tokens, "ignore_eos": True, "temperature": 0}
+    data = call("/generate", {"text": prompt, "sampling_params": params})
+    meta = data.get("meta_info") or {}
+    if not isinstance(data.get("text"), str):
+        raise ApiCheckFailed(f"/generate: no text in {data!r:.160}")
+    if meta.get("completion_tokens") != tokens:
+        raise ApiCheckFailed(f"/generate: completion_tokens {meta.get('completion_tokens')!r}, "
+                             f"asked {tokens}")
+    return f"/generate {tokens} tokens"
+
+
+API = ApiTraits(owned_by="sglang", metrics_prefix="sglang:", detect_paths=("/get_model_info",),
+                metrics_hint=" (SGLang serves /metrics only with --enable-metrics)",
+                extra_checks=(ApiCheck("sglang-generate", check_generate),))

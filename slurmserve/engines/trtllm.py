@@ -11,21 +11,44 @@ EP subdivides TP (moe_tp x ep = tp); DP means attention DP over the TP ranks (dp
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, Readiness
+from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, PortBlock, Readiness, Rendered
 from ..render import render_template
-from ..spec import ServeSpec
-from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, renamed, scan
+from ._common import (
+    ApiTraits,
+    NativeFlags,
+    Parallel,
+    Profile,
+    Resolution,
+    bench_save_args,
+    default_layout,
+    fit,
+    frozen,
+    http_port,
+    merge,
+    no_key_files,
+    one_mode,
+    renamed,
+    scan,
+    serving_port,
+    ssh_keypair,
+)
+
+if TYPE_CHECKING:
+    from ..spec import ServeSpec
 
 NAME = "trtllm"
 DEFAULT_PORT = 8000
 MODES = ("auto",)
 CONFIG_PATH = "/slurmserve/trtllm-config.yaml"
+#: mpirun reaches the worker containers over ssh with this per-job key pair.
+SSH_KEY = ("ssh_key", "ssh_key.pub")
 
 FLAGS = NativeFlags(
     values={
@@ -44,9 +67,7 @@ _YAML_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size",
 
 
 def validate(spec: ServeSpec) -> None:
-    if spec.launch_mode not in MODES:
-        raise SpecError("--launch-mode", f"TRT-LLM has one launch mode, not '{spec.launch_mode}'",
-                        "leave --launch-mode at auto")
+    one_mode(spec, "TRT-LLM", MODES)
     if spec.served_model_name:
         raise SpecError("--served-model-name", "trtllm-serve serves the model under MODEL",
                         "drop --served-model-name for TRT-LLM")
@@ -57,15 +78,30 @@ def validate(spec: ServeSpec) -> None:
     resolve(spec)
 
 
-def api_key_files(key: str) -> dict[str, str]:
-    """None: validate() refuses an API key for TRT-LLM."""
-    return {}
+#: validate() refuses an API key for TRT-LLM.
+api_key_files = no_key_files
 
 
-def _user_config(native: dict[str, str]) -> dict[str, Any]:
+def job_secrets(names: frozenset[str]) -> dict[str, str]:
+    """A fresh ssh key pair when the plan names it (multi-node MPI)."""
+    return dict(zip(SSH_KEY, ssh_keypair(), strict=True)) if names & set(SSH_KEY) else {}
+
+
+def _user_config(native: Mapping[str, str]) -> Mapping[str, Any]:
     path = native.get("config")
     if path is None:
-        return {}
+        return frozen({})
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        raise SpecError("--config (after --)", f"cannot read {path}: {exc.strerror}",
+                        "give a TRT-LLM YAML config readable from here") from None
+    return _read_config(path, stat.st_mtime_ns, stat.st_size)
+
+
+@lru_cache(maxsize=8)
+def _read_config(path: str, mtime_ns: int, size: int) -> Mapping[str, Any]:
+    """The parsed file, read once while it stays the same (validate and the run both ask)."""
     import yaml
 
     try:
@@ -78,10 +114,10 @@ def _user_config(native: dict[str, str]) -> dict[str, Any]:
         raise SpecError("--config (after --)", f"{path} is not valid YAML", "fix it") from None
     if not isinstance(data, dict):
         raise SpecError("--config (after --)", f"{path} must hold a mapping", "fix it")
-    return data
+    return frozen(data)
 
 
-def resolve(spec: ServeSpec) -> Parallel:
+def resolve(spec: ServeSpec) -> Resolution:
     native, _ = scan(spec.engine_args, FLAGS)
     config = _user_config(native)
     for key, yaml_key in _YAML_KEYS.items():
@@ -106,17 +142,25 @@ def resolve(spec: ServeSpec) -> Parallel:
         raise SpecError("--dp", "enable_attention_dp in --config contradicts --dp 1",
                         "give it once")
     world = tp * pp
-    return Parallel(tp=tp, pp=pp, dp=dp, ep=ep, world=world,
-                    nodes=fit(spec, world, "TP x PP"), expert_parallel=ep > 1,
-                    dp_attention=dp > 1)
+    par = Parallel(tp=tp, pp=pp, dp=dp, ep=ep, world=world, nodes=fit(spec, world, "TP x PP"),
+                   expert_parallel=ep > 1, dp_attention=dp > 1)
+    port, explicit = http_port(merged, DEFAULT_PORT)
+    # trtllm-serve serves the model under MODEL (validate refuses a served name).
+    return Resolution(parallel=par, mode="mpi", port=port, port_explicit=explicit,
+                      model_name=spec.model, native=frozen(native), config=config)
 
 
-def port(spec: ServeSpec) -> int:
-    native, _ = scan(spec.engine_args, FLAGS)
-    return int(merge(spec, native, ("port",))["port"] or DEFAULT_PORT)
+def listen_ports(spec: ServeSpec, res: Resolution, block: PortBlock, nodes: int
+                 ) -> dict[int, tuple[int, ...]]:
+    return _ports(res, block, res.port)
 
 
-def _config_yaml(spec: ServeSpec, par: Parallel, user: dict[str, Any]) -> str:
+def _ports(res: Resolution, block: PortBlock, http: int) -> dict[int, tuple[int, ...]]:
+    """The launcher serves HTTP; each worker container runs sshd on the job's ssh port."""
+    return {r: (http,) if r == 0 else (block.ssh,) for r in range(res.parallel.nodes)}
+
+
+def _config_yaml(par: Parallel, user: Mapping[str, Any]) -> str:
     import yaml
 
     config = dict(user)
@@ -143,43 +187,43 @@ def _serve_args(spec: ServeSpec) -> list[str]:
     return out
 
 
-def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
-    par = resolve(spec)
-    native, _ = scan(spec.engine_args, FLAGS)
-    http_port = port(spec)
+def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> ClusterPlan:
+    par, native = res.parallel, res.native
+    port = serving_port(res, port)
     head = alloc.head
     ssh_port = alloc.ports.ssh
+    ports = _ports(res, alloc.ports, port)
     nodes = alloc.nodes[: par.nodes]
     serve = ["trtllm-serve", spec.model]
     if "host" not in native:
         serve += ["--host", spec.host]
     if "port" not in native:
-        serve += ["--port", str(http_port)]
+        serve += ["--port", str(port)]
     serve += ["--config", CONFIG_PATH, *_serve_args(spec)]
     per_node = min(spec.gpus_per_node, par.world)
     launcher = render_template(
         "trtllm_launch.sh.j2", world=par.world, serve=serve,
         hosts=",".join(f"{n.address}:{per_node}" for n in nodes),
         multi_node=len(nodes) > 1, ssh_port=ssh_port, ifname=head.ifname)
-    config = _config_yaml(spec, par, _user_config(native))
-    worker = render_template("mpi_worker.sh.j2", ssh_port=ssh_port)
-    secrets = ("ssh_key", "ssh_key.pub") if len(nodes) > 1 else ()
+    config = _config_yaml(par, res.config)
+    worker = Rendered("mpi_worker.sh.j2", (("ssh_port", ssh_port),))
+    secrets = SSH_KEY if len(nodes) > 1 else ()
     plans = [NodePlan(
         rank=0, host=head.name, address=head.address, ifname=head.ifname, role="mpi-launcher",
         command=("bash", "/slurmserve/trtllm-launch.sh"),
         files=(("trtllm-launch.sh", launcher), ("trtllm-config.yaml", config)),
         secrets=secrets, wait_for=tuple(f"{n.address}:{ssh_port}" for n in nodes[1:]),
-        ports=(http_port,), serves_http=True)]
+        ports=ports[0], serves_http=True)]
     for rank, node in enumerate(nodes[1:], start=1):
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="mpi-worker", command=("bash", "/slurmserve/mpi-worker.sh"),
             # Ranks on this node run the same command line, config path included.
             files=(("mpi-worker.sh", worker), ("trtllm-config.yaml", config)), secrets=secrets,
-            ports=(ssh_port,)))
+            ports=ports[rank]))
     return ClusterPlan(
-        engine=NAME, mode="mpi", job_id=alloc.job_id, model_name=spec.model,
-        head_address=head.address, port=http_port,
+        engine=NAME, mode=res.mode, job_id=alloc.job_id, model_name=res.model_name,
+        head_address=head.address, port=port,
         # trtllm-serve may list a local checkpoint under another name: take what it lists.
         readiness=Readiness(exact_model_name=False),
         world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans),
@@ -198,12 +242,12 @@ MPI_CHECKS = (
 
 # --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
 
-LABEL = "TensorRT-LLM"
-VENDORS = ("nvidia",)
 #: trtllm-serve serves the model under its path: it has no served-name option.
-SERVED_NAME = False
-PREFIX_CACHE = "TRT-LLM KV block reuse"
-ROUTER = "a router"
+PROFILE = Profile(
+    label="TensorRT-LLM", vendors=("nvidia",), served_name=False,
+    prefix_cache="TRT-LLM KV block reuse", router="a router",
+    disaggregation="TRT-LLM disaggregated serving (trtllm-serve disaggregated)",
+    mla_dp_attention="TRT-LLM attention DP (--dp equal to --tp, enable_attention_dp)")
 
 
 def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
@@ -271,12 +315,5 @@ def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
     return renamed(raw, _BENCH_KEYS)
 
 
-OWNED_BY = "tensorrt_llm"
-DETECT_PATHS: tuple[str, ...] = ()
-METRICS_PREFIX = "trtllm_"
 #: trtllm-serve's /metrics answers JSON iteration stats (a list), not Prometheus text.
-METRICS_JSON = True
-METRICS_HINT = ""
-FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
-SEED_REPRODUCIBLE = False
-NATIVE_GENERATE = False
+API = ApiTraits(owned_by="tensorrt_llm", metrics_prefix="trtllm_", metrics_json=True)

@@ -3,8 +3,8 @@
 Modes (`--launch-mode`, default auto):
 - single: one node, `vllm serve`.
 - ray: TP x PP spans nodes. Ray head + workers, each `ray start` pinned to the node's IP and
-  this job's ports; the head waits until Ray lists every node and GPU, then `vllm serve
-  --distributed-executor-backend ray` (with `--data-parallel-backend ray` when DP > 1).
+  this job's ports; the head waits (node/ray_wait.py) until Ray lists every node and GPU, then
+  `vllm serve --distributed-executor-backend ray` (with `--data-parallel-backend ray` when DP > 1).
 - mp: vLLM's own multi-node executor: `--nnodes N --node-rank R --master-addr HEAD`, with
   `--headless` on every node but the head. No Ray involved.
 - dp: data parallel over nodes with replicas inside a node (TP x PP <= GPUs per node):
@@ -19,14 +19,33 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from .. import envfile
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan
-from ..render import render_template
-from ..spec import ServeSpec, env_file_pairs
-from . import NativeFlags, Parallel, bench_save_args, default_layout, fit, merge, refuse_key_flags, scan
+from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, PortBlock, Program, Rendered
+from ._common import (
+    ApiTraits,
+    NativeFlags,
+    Parallel,
+    Profile,
+    Resolution,
+    bench_save_args,
+    default_layout,
+    fit,
+    frozen,
+    http_port,
+    merge,
+    model_name,
+    no_job_secrets,
+    no_key_files,
+    refuse_key_flags,
+    scan,
+    serving_port,
+)
+
+if TYPE_CHECKING:
+    from ..spec import ServeSpec
 
 NAME = "vllm"
 DEFAULT_PORT = 8000
@@ -34,6 +53,14 @@ MODES = ("auto", "single", "ray", "mp", "dp")
 #: vLLM's API server requires `Authorization: Bearer KEY` on /v1/* when this variable is set
 #: (vllm/entrypoints/openai/api_server.py: `envs.VLLM_API_KEY or args.api_key`).
 API_KEY_ENV = "VLLM_API_KEY"
+#: Ray's ports, as offsets into the job's PortBlock (a Ray client server only with ray[client]).
+RAY_GCS = 1
+RAY_CLIENT = 5
+RAY_PORTS = {
+    "node-manager-port": 3, "object-manager-port": 4, "dashboard-agent-listen-port": 6,
+    "dashboard-agent-grpc-port": 7, "metrics-export-port": 8, "runtime-env-agent-port": 9,
+    "min-worker-port": 50, "max-worker-port": 99,
+}
 
 FLAGS = NativeFlags(
     values={
@@ -59,19 +86,19 @@ FLAGS = NativeFlags(
 def validate(spec: ServeSpec) -> None:
     refuse_key_flags(spec, ("--api-key",))
     if spec.api_key is None and spec.env_file and any(
-            key == API_KEY_ENV for key, _ in env_file_pairs(spec.env_file)):
+            key == API_KEY_ENV for key, _ in envfile.pairs(spec.env_file)):
         raise SpecError("--env-file", f"{API_KEY_ENV} in it makes the endpoint require a key "
                         "that slurmserve's readiness probe and `test` would not know",
                         f"remove it and pass --api-key env:{API_KEY_ENV} or file:PATH")
-    mode(spec, resolve(spec))
+    resolve(spec)
 
 
-def api_key_files(key: str) -> dict[str, str]:
-    """No files: the key travels in VLLM_API_KEY (NodePlan.secret_env)."""
-    return {}
+#: The key travels in VLLM_API_KEY (NodePlan.secret_env), so no files; no other secrets.
+api_key_files = no_key_files
+job_secrets = no_job_secrets
 
 
-def resolve(spec: ServeSpec) -> Parallel:
+def resolve(spec: ServeSpec) -> Resolution:
     native, switches = scan(spec.engine_args, FLAGS)
     merged = merge(spec, native, ("tp", "pp", "dp", "port", "host", "served_model_name"))
     tp, pp, dp = default_layout(spec, merged["tp"], merged["pp"], merged["dp"])
@@ -83,16 +110,18 @@ def resolve(spec: ServeSpec) -> Parallel:
                             f"leave --ep out (vLLM derives it) or use --ep {ep}")
         expert = True
     world = tp * pp * dp
-    return Parallel(tp=tp, pp=pp, dp=dp, ep=ep if expert else 1, world=world,
-                    nodes=fit(spec, world, "TP x PP x DP"), expert_parallel=expert)
+    par = Parallel(tp=tp, pp=pp, dp=dp, ep=ep if expert else 1, world=world,
+                   nodes=fit(spec, world, "TP x PP x DP"), expert_parallel=expert)
+    port, explicit = http_port(merged, DEFAULT_PORT)
+    return Resolution(parallel=par, mode=_mode(spec, par, native.get("executor")), port=port,
+                      port_explicit=explicit, model_name=model_name(spec, native),
+                      native=frozen(native), switches=frozenset(switches))
 
 
-def mode(spec: ServeSpec, par: Parallel) -> str:
+def _mode(spec: ServeSpec, par: Parallel, executor: str | None) -> str:
     if spec.launch_mode not in MODES:
         raise SpecError("--launch-mode", f"'{spec.launch_mode}' is not a vLLM mode",
                         "choose one of: " + ", ".join(MODES))
-    native, _ = scan(spec.engine_args, FLAGS)
-    executor = native.get("executor")
     replica = par.tp * par.pp
     chosen = spec.launch_mode
     if chosen == "auto":
@@ -125,78 +154,84 @@ def mode(spec: ServeSpec, par: Parallel) -> str:
     return chosen
 
 
-def port(spec: ServeSpec) -> int:
-    native, _ = scan(spec.engine_args, FLAGS)
-    return int(merge(spec, native, ("port",))["port"] or DEFAULT_PORT)
+def listen_ports(spec: ServeSpec, res: Resolution, block: PortBlock, nodes: int
+                 ) -> dict[int, tuple[int, ...]]:
+    return _ports(res, block, res.port)
 
 
-def plan(spec: ServeSpec, alloc: Allocation) -> ClusterPlan:
-    par = resolve(spec)
-    chosen = mode(spec, par)
-    native, switches = scan(spec.engine_args, FLAGS)
+def _ports(res: Resolution, block: PortBlock, http: int) -> dict[int, tuple[int, ...]]:
+    ranks = range(res.parallel.nodes)
+    if res.mode == "single":
+        return {0: (http,)}
+    if res.mode == "ray":
+        ray = tuple(block.at(o) for o in RAY_PORTS.values())
+        return {r: (http, block.at(RAY_GCS), *ray) if r == 0 else ray for r in ranks}
+    return {r: (http, block.rendezvous) if r == 0 else () for r in ranks}  # mp, dp
+
+
+def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> ClusterPlan:
+    par, chosen, native = res.parallel, res.mode, res.native
+    port = serving_port(res, port)
     head = alloc.head.address
-    http_port = port(spec)
-    ports = alloc.ports
-    base = _serve_argv(spec, par, native, switches, http_port)
+    block = alloc.ports
+    ports = _ports(res, block, port)
+    base = _serve_argv(spec, res, port)
     nodes = alloc.nodes[: par.nodes]
     plans: list[NodePlan] = []
     for rank, node in enumerate(nodes):
         env = [("VLLM_HOST_IP", node.address)]
-        common = dict(rank=rank, host=node.name, address=node.address, ifname=node.ifname)
+        common = dict(rank=rank, host=node.name, address=node.address, ifname=node.ifname,
+                      ports=ports[rank])
         if chosen == "single":
             plans.append(NodePlan(**common, role="server", command=tuple(base), env=tuple(env),
-                                  ports=(http_port,), serves_http=True))
+                                  serves_http=True))
         elif chosen == "ray":
             ray_env = env + [("RAY_NODE_IP_ADDRESS", node.address),
                              ("RAY_OVERRIDE_NODE_IP_ADDRESS", node.address)]
-            ray_start = _ray_start(spec, node.address, head, alloc, rank == 0)
+            ray_start = _ray_start(spec, node.address, head, block, rank == 0)
             if rank == 0:
                 serve = base + _missing(native, "executor", ["--distributed-executor-backend", "ray"])
                 if par.dp > 1:
                     serve += _missing(native, "dp_backend", ["--data-parallel-backend", "ray"])
-                script = render_template(
-                    "ray_head.sh.j2", ray_start=ray_start, serve=serve, nodes=len(nodes),
-                    client_port=ports.ray_client,
-                    gpus=par.nodes * spec.gpus_per_node,
-                    addresses=[n.address for n in nodes],
-                    timeout=int(spec.health_timeout))
+                script = Rendered("ray_head.sh.j2", (
+                    ("ray_start", tuple(ray_start)), ("serve", tuple(serve)),
+                    ("nodes", len(nodes)), ("client_port", block.at(RAY_CLIENT)),
+                    ("gpus", par.nodes * spec.gpus_per_node),
+                    ("addresses", tuple(n.address for n in nodes)),
+                    ("timeout", int(spec.health_timeout))))
                 plans.append(NodePlan(
                     **common, role="ray-head", command=("bash", "/slurmserve/ray-head.sh"),
-                    env=tuple(ray_env), files=(("ray-head.sh", script),),
-                    ports=(http_port, ports.ray_gcs, *ports.ray_ports().values()),
+                    env=tuple(ray_env),
+                    files=(("ray-head.sh", script), ("ray_wait.py", Program("ray_wait.py"))),
                     serves_http=True))
             else:
                 plans.append(NodePlan(
                     **common, role="ray-worker", command=tuple(ray_start + ["--block"]),
-                    env=tuple(ray_env), wait_for=(f"{head}:{ports.ray_gcs}",),
-                    ports=tuple(ports.ray_ports().values())))
+                    env=tuple(ray_env), wait_for=(f"{head}:{block.at(RAY_GCS)}",)))
         elif chosen == "mp":
             argv = base + ["--nnodes", str(len(nodes)), "--node-rank", str(rank),
-                           "--master-addr", head, "--master-port", str(ports.rendezvous)]
+                           "--master-addr", head, "--master-port", str(block.rendezvous)]
             if rank:
                 argv.append("--headless")
             plans.append(NodePlan(
                 **common, role="head" if rank == 0 else "headless", command=tuple(argv),
-                env=tuple(env), ports=(http_port, ports.rendezvous) if rank == 0 else (),
-                serves_http=rank == 0))
+                env=tuple(env), serves_http=rank == 0))
         else:  # dp
             local = spec.gpus_per_node // (par.tp * par.pp)
             argv = base + ["--data-parallel-size-local", str(local),
                            "--data-parallel-address", head,
-                           "--data-parallel-rpc-port", str(ports.rendezvous)]
+                           "--data-parallel-rpc-port", str(block.rendezvous)]
             if rank:
                 argv += ["--headless", "--data-parallel-start-rank", str(rank * local)]
             plans.append(NodePlan(
                 **common, role="dp-head" if rank == 0 else "dp-headless", command=tuple(argv),
-                env=tuple(env), ports=(http_port, ports.rendezvous) if rank == 0 else (),
-                serves_http=rank == 0))
+                env=tuple(env), serves_http=rank == 0))
     if spec.api_key:
         plans = [dataclasses.replace(p, secret_env=((API_KEY_ENV, "api_key"),))
                  if p.serves_http else p for p in plans]
     return ClusterPlan(
-        engine=NAME, mode=chosen, job_id=alloc.job_id,
-        model_name=spec.served_model_name or native.get("served_model_name") or spec.model,
-        head_address=head, port=http_port, world_size=par.world, parallel=par.as_dict(),
+        engine=NAME, mode=chosen, job_id=alloc.job_id, model_name=res.model_name,
+        head_address=head, port=port, world_size=par.world, parallel=par.as_dict(),
         nodes=tuple(plans), image_checks=RAY_CHECKS if chosen == "ray" else ())
 
 
@@ -207,50 +242,49 @@ RAY_CHECKS = (
 )
 
 
-def _serve_argv(spec: ServeSpec, par: Parallel, native: dict[str, str], switches: set[str],
-                http_port: int) -> list[str]:
+def _serve_argv(spec: ServeSpec, res: Resolution, port: int) -> list[str]:
+    par, native = res.parallel, res.native
     argv = ["vllm", "serve", spec.model]
     argv += _missing(native, "tp", ["--tensor-parallel-size", str(par.tp)])
     if par.pp > 1:
         argv += _missing(native, "pp", ["--pipeline-parallel-size", str(par.pp)])
     if par.dp > 1:
         argv += _missing(native, "dp", ["--data-parallel-size", str(par.dp)])
-    if par.expert_parallel and "expert_parallel" not in switches:
+    if par.expert_parallel and "expert_parallel" not in res.switches:
         argv.append("--enable-expert-parallel")
     argv += _missing(native, "host", ["--host", spec.host])
-    argv += _missing(native, "port", ["--port", str(http_port)])
+    argv += _missing(native, "port", ["--port", str(port)])
     if spec.served_model_name:
         argv += _missing(native, "served_model_name",
                          ["--served-model-name", spec.served_model_name])
     return argv + list(spec.engine_args)
 
 
-def _missing(native: dict[str, str], key: str, flag: list[str]) -> list[str]:
+def _missing(native: Mapping[str, str], key: str, flag: list[str]) -> list[str]:
     """Our flag, unless the user already gave the engine's own after `--` (kept verbatim)."""
     return [] if key in native else flag
 
 
-def _ray_start(spec: ServeSpec, address: str, head: str, alloc: Allocation, is_head: bool
+def _ray_start(spec: ServeSpec, address: str, head: str, block: PortBlock, is_head: bool
                ) -> list[str]:
-    ports = alloc.ports
     argv = ["ray", "start", "--node-ip-address", address, "--num-gpus", str(spec.gpus_per_node),
             "--disable-usage-stats"]
     if is_head:
-        argv += ["--head", "--port", str(ports.ray_gcs), "--include-dashboard", "false"]
+        argv += ["--head", "--port", str(block.at(RAY_GCS)), "--include-dashboard", "false"]
     else:
-        argv += ["--address", f"{head}:{ports.ray_gcs}"]
-    for name, value in ports.ray_ports().items():
-        argv += [f"--{name}", str(value)]
+        argv += ["--address", f"{head}:{block.at(RAY_GCS)}"]
+    for name, offset in RAY_PORTS.items():
+        argv += [f"--{name}", str(block.at(offset))]
     return argv
 
 
 # --- `slurmserve plan` advice (the configurator asks these; see engines/__init__.py) -------
 
-LABEL = "vLLM"
-VENDORS = ("nvidia", "amd")
-SERVED_NAME = True
-PREFIX_CACHE = "vLLM V1 automatic prefix caching"
-ROUTER = "a router"
+PROFILE = Profile(
+    label="vLLM", vendors=("nvidia", "amd"), served_name=True,
+    prefix_cache="vLLM V1 automatic prefix caching", router="a router",
+    disaggregation="vLLM's KV connector (--kv-transfer-config)",
+    mla_dp_attention="vLLM DP + EP (--data-parallel-size with --enable-expert-parallel)")
 
 
 def tuning_args(context: int, max_batch: int | None, quantize: str | None, kv_fp8: bool
@@ -318,12 +352,5 @@ def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
-OWNED_BY = "vllm"
-DETECT_PATHS: tuple[str, ...] = ()
-METRICS_PREFIX = "vllm:"
-METRICS_JSON = False
-METRICS_HINT = ""
-FIXED_LENGTH_FIELDS: Mapping[str, Any] = MappingProxyType({"ignore_eos": True})
 #: A per-request `seed` is documented to reproduce a sampled output.
-SEED_REPRODUCIBLE = True
-NATIVE_GENERATE = False
+API = ApiTraits(owned_by="vllm", metrics_prefix="vllm:", seed_reproducible=True)

@@ -1,6 +1,7 @@
 """Turn a ClusterPlan into the files one launch needs: node script, env files, mounted files.
 
-Pure rendering (plus reading the API key and making per-job ssh keys); `write` is the only
+Pure rendering (plus reading the API key and the engine's per-job secrets, such as TRT-LLM's ssh
+keys): the plan's file sources (templates, node programs) become text here. `write` is the only
 function here that touches the disk. Secrets (env files, /slurmserve/secrets) are created 0600
 and removed at teardown (driver.py).
 """
@@ -10,12 +11,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .. import apikey, engines
+from .. import apikey, engines, envfile
+from .. import node as programs
 from ..errors import LaunchError
-from ..plan import ClusterPlan
+from ..plan import ClusterPlan, FileSource, Program, Rendered
 from ..render import render_template
 from ..runtimes import docker
-from ..spec import ServeSpec, env_file_pairs, is_secret_name
+from ..spec import ServeSpec, is_secret_name
 
 STOP_GRACE_S = 10
 
@@ -29,7 +31,7 @@ class NodeLaunch:
     env_file: str
     env: tuple[tuple[str, str], ...]
     files_dir: str | None
-    files: tuple[tuple[str, str], ...]
+    files: tuple[tuple[str, str], ...]  # (name, text) in files_dir
     secrets: tuple[tuple[str, str], ...] = ()  # (name, content) in files_dir/secrets, 0600
     redact_file: str | None = None  # secret values node.sh masks in the log, one a line, 0600
     redact: tuple[str, ...] = ()
@@ -46,6 +48,7 @@ class Launch:
     script: str
     nodes: tuple[NodeLaunch, ...]
     api_key: str | None = field(default=None, repr=False)  # for the readiness probe
+    run_files: tuple[tuple[str, str], ...] = ()  # (name, text) in run_dir: helper programs
 
     @property
     def script_path(self) -> str:
@@ -56,7 +59,7 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
     run_dir = os.path.abspath(run_dir)
     user_env = list(spec.env)
     if spec.env_file:
-        user_env = env_file_pairs(spec.env_file) + user_env
+        user_env = envfile.pairs(spec.env_file) + user_env
     api_key = apikey.read(spec.api_key) if spec.api_key else None
     secrets = secret_texts(plan, spec.engine, api_key)
     masked = redactions([v for k, v in user_env if is_secret_name(k)] + [api_key or ""])
@@ -73,7 +76,7 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
             log=os.path.join(run_dir, f"node-{node.rank}-{node.host}.log"), env_file=env_file,
             env=tuple(docker.env_pairs(spec, node, user_env)
                       + [(var, secrets[name]) for var, name in node.secret_env]),
-            files_dir=files_dir, files=node.files,
+            files_dir=files_dir, files=tuple((name, file_text(src)) for name, src in node.files),
             secrets=tuple((name, secrets[name]) for name in node.secrets),
             redact_file=os.path.join(run_dir, f"node-{node.rank}.redact") if masked else None,
             redact=masked)
@@ -85,7 +88,20 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
         "node.sh.j2", job_id=plan.job_id, nodes=rendered, device_globs=list(globs),
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
         stop_grace=STOP_GRACE_S, job_label=docker.job_label(plan.job_id))
-    return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key)
+    # The head's Hub download (prefetch.sh.j2) runs this beside its script in the run dir.
+    run_files = (("hf_prefetch.py", programs.read("hf_prefetch.py")),) \
+        if spec.hf_cache and not spec.model_is_local else ()
+    return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key,
+                  run_files=run_files)
+
+
+def file_text(source: FileSource) -> str:
+    """A mounted file's content: a template rendered with its context, a node program, or text."""
+    if isinstance(source, Rendered):
+        return render_template(source.template, **dict(source.context))
+    if isinstance(source, Program):
+        return programs.read(source.program)
+    return source
 
 
 def redactions(values: list[str]) -> tuple[str, ...]:
@@ -99,33 +115,19 @@ def redactions(values: list[str]) -> tuple[str, ...]:
 
 
 def secret_texts(plan: ClusterPlan, engine: str, api_key: str | None) -> dict[str, str]:
-    """Contents of the secrets the plan names: a per-job ssh key pair (MPI between containers),
-    the endpoint's API key as is (`api_key`) and in the engine's own files."""
-    texts: dict[str, str] = {}
+    """Contents of the secrets the plan names: those the engine makes per job (TRT-LLM's ssh key
+    pair), the endpoint's API key as is (`api_key`) and in the engine's own files."""
     names = {n for node in plan.nodes for n in node.secrets}
     names |= {name for node in plan.nodes for _, name in node.secret_env}
-    if names & {"ssh_key", "ssh_key.pub"}:
-        texts["ssh_key"], texts["ssh_key.pub"] = ssh_keypair()
+    adapter = engines.get(engine)
+    texts = adapter.job_secrets(frozenset(names))
     if api_key:
         texts["api_key"] = api_key
-        texts.update(engines.get(engine).api_key_files(api_key))
+        texts.update(adapter.api_key_files(api_key))
     missing = sorted(names - texts.keys())
     if missing:
         raise LaunchError(f"the plan needs secret(s) {', '.join(missing)} that nothing provides")
     return texts
-
-
-def ssh_keypair() -> tuple[str, str]:
-    """A per-job ed25519 key pair in OpenSSH format, for mpirun between node containers."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
-    key = Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public + " slurmserve\n"
 
 
 def env_file_text(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -137,6 +139,8 @@ def write(launch: Launch) -> None:
     """Write the launch under its run dir: env files 0600 (they may hold secrets)."""
     os.makedirs(launch.run_dir, exist_ok=True)
     write_file(launch.script_path, launch.script, 0o755)
+    for name, content in launch.run_files:
+        write_file(os.path.join(launch.run_dir, name), content, 0o644)
     for node in launch.nodes:
         write_file(node.env_file, env_file_text(node.env), 0o600)
         if node.redact_file:

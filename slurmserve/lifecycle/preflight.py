@@ -1,18 +1,24 @@
-"""Preflight verdicts: turn the facts every node reported into ok/warn/fail findings.
+"""Preflight: one srun step reports facts from every node; pure verdicts judge them.
 
-Pure: the facts come from `templates/preflight.sh.j2` run as one srun step (driver.py).
-`slurmserve run` refuses to start on any failure; `slurmserve doctor` prints the table.
+`check` runs the step (templates/preflight.sh.j2) and `evaluate` turns the facts into
+ok/warn/fail findings. `slurmserve run` refuses to start on any failure; `slurmserve doctor`
+prints the table. The HTTP port is chosen here, once, from what the head reported.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..errors import SpecError
+from .. import engines, images, slurm
+from ..errors import LaunchError, SpecError
 from ..images import TarballImage
-from ..plan import ImageCheck, NodeInfo
+from ..plan import Allocation, ImageCheck, NodeInfo, PortBlock
+from ..render import render_template
 from ..runtimes import docker
+from ..slurm.steps import Facts
 from ..spec import ServeSpec
+from ..state import Phase
+from .context import RunContext
 
 CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools")
 
@@ -56,9 +62,91 @@ class Verdict:
         return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class HttpPort:
+    """The engine's HTTP port, and the job's own one to use when the default is taken."""
+
+    port: int
+    fallback: int
+    explicit: bool  # the user chose it: never replaced
+
+
+@dataclass(frozen=True)
+class Preflight:
+    """What preflight learned: the verdict, the nodes as they reach the head, the image."""
+
+    verdict: Verdict
+    head_ip: str
+    image: str  # the image ID of a tarball, else the reference
+    tarball: TarballImage | None
+    facts: Facts
+    http: HttpPort
+
+    @property
+    def port(self) -> int:
+        """The HTTP port to serve on: chosen once, here."""
+        return self.verdict.port or self.http.port
+
+    def allocation(self, job_id: str) -> Allocation:
+        return Allocation(job_id, tuple(self.verdict.nodes))
+
+
+def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
+    """Run the preflight step on every node and judge it; starts nothing."""
+    spec = ctx.spec
+    engine = engines.get(spec.engine)
+    head_ip = slurm.node_address(ctx.nodes[0])
+    tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
+    image = tarball.image_id if tarball else spec.image
+    block = PortBlock.for_job(ctx.job.job_id)
+    http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
+    ports = {rank: list(p) for rank, p in
+             engine.listen_ports(spec, resolution, block, len(ctx.nodes)).items()}
+    if not http.explicit:
+        ports.setdefault(0, []).append(http.fallback)
+    globs, _ = docker.device_globs(spec)
+    script = render_template(
+        "preflight.sh.j2", job_id=ctx.job.job_id, head_ip=head_ip,
+        image_id=image, tarball=tarball.path if tarball else "",
+        device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB,
+        stage_dir=spec.stage_dir)
+    ctx.enter(Phase.PREFLIGHT)
+    ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
+    result = ctx.steps.run("preflight", script, timeout=120)
+    note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
+    verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
+                       note)
+    return Preflight(verdict, head_ip, image, tarball, result.facts, http)
+
+
+def require(ctx: RunContext, pre: Preflight) -> None:
+    """`run`'s judgement: any failure stops it; say what was decided."""
+    verdict = pre.verdict
+    if verdict.failures:
+        raise LaunchError("preflight failed, nothing was started:\n  "
+                          + "\n  ".join(f.line() for f in verdict.failures))
+    if verdict.port:
+        ctx.console.phase("preflight", f"port {pre.http.port} is taken on {ctx.nodes[0]}; "
+                          f"serving on this job's port {verdict.port}")
+    summary = ", ".join(f"{i.name}={i.address}/{i.ifname}" for i in verdict.nodes)
+    ctx.console.phase("preflight", f"ok: {summary}")
+    spec = ctx.spec
+    if spec.nodes > 1 and not spec.model_is_local and not spec.hf_cache:
+        ctx.console.phase("preflight", f"warning: each of {spec.nodes} nodes downloads "
+                          f"{spec.model} from the Hub itself (rate limits, HTTP 429): "
+                          "--hf-cache DIR on a shared file system fetches it once")
+
+
+def leftover_jobs(facts: Facts, own_job: str) -> list[str]:
+    """Jobs whose containers of ours the nodes hold, other than this one (field failure 12)."""
+    jobs = {pair.rsplit("=", 1)[1] for rank in facts.ranks()
+            for pair in facts.of(rank).get("ours", "").split() if "=" in pair}
+    jobs.discard(own_job)
+    return sorted(jobs)
+
+
 def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]], head_ip: str,
-             tarball: TarballImage | None, http_port: int, fallback_port: int,
-             port_explicit: bool, step_note: str = "") -> Verdict:
+             tarball: TarballImage | None, http: HttpPort, step_note: str = "") -> Verdict:
     verdict = Verdict()
     add = verdict.findings.append
     held = _majority_image(facts) if tarball is None else None
@@ -104,24 +192,23 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
         else:
             add(Finding(name, "gpus", "ok", f"{gpus} visible"))
         _, required = docker.device_globs(spec)
-        has_rdma = "uverbs" in f.get("devices", "")
-        if required and not has_rdma:
+        if required and not docker.has_rdma(f.get("devices", "")):
             add(Finding(name, "rdma", "fail", f"--fabric {spec.fabric} needs "
                         "/dev/infiniband/uverbs* and there is none",
                         "check the driver or use --fabric tcp"))
         else:
             add(Finding(name, "rdma", "ok", f.get("devices") or "none (TCP sockets)"))
         busy = {int(p) for p in f.get("busy_ports", "").split()}
-        if rank == 0 and http_port in busy and not port_explicit and fallback_port not in busy:
-            verdict.port = fallback_port  # another job holds the default: use this job's own
-            busy.discard(http_port)
-        busy.discard(fallback_port)
+        if rank == 0 and http.port in busy and not http.explicit and http.fallback not in busy:
+            verdict.port = http.fallback  # another job holds the default: use this job's own
+            busy.discard(http.port)
+        busy.discard(http.fallback)
         if busy:
             add(Finding(name, "ports", "fail", f"port(s) {' '.join(map(str, sorted(busy)))} "
                         "already in use", "stop what holds them or choose another --port"))
         else:
             add(Finding(name, "ports", "ok", "free" + (
-                f" (HTTP on the job's port {fallback_port})" if rank == 0 and verdict.port
+                f" (HTTP on the job's port {http.fallback})" if rank == 0 and verdict.port
                 else "")))
     return verdict
 

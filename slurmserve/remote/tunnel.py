@@ -15,7 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from ..errors import SpecError
-from . import HostKeyError, RemoteError, Session
+from .errors import HostKeyError, RemoteError
+from .session import Session
 
 Event = Callable[[str], None]
 RECONNECT_FOR = 30.0  # a new local connection waits this long for a dropped SSH connection

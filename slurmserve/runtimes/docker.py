@@ -7,8 +7,13 @@ label is shell, in the node, cleanup and preflight templates.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 from ..plan import ClusterPlan, NodePlan
-from ..spec import ServeSpec
+
+if TYPE_CHECKING:
+    from ..spec import ServeSpec
 
 NAME = "docker"
 LABEL_JOB = "slurmserve.job"  # other tools find our containers by this key: keep it
@@ -34,6 +39,13 @@ _FABRICS: dict[str, tuple[tuple[str, ...], bool, tuple[tuple[str, str], ...]]] =
              _NCCL_SAYS_TRANSPORT),
     "tcp": ((), False, (("NCCL_IB_DISABLE", "1"), ("NCCL_NET", "Socket"))),
 }
+
+
+def has_rdma(devices: str | Iterable[str]) -> bool:
+    """Whether found devices (paths, or one space-separated string of them) include an RDMA
+    verbs device (/dev/infiniband/uverbsN): the one rule for "this node has RDMA"."""
+    paths = devices.split() if isinstance(devices, str) else devices
+    return any(path.rsplit("/", 1)[-1].startswith("uverbs") for path in paths)
 
 
 def container_name(job_id: str, rank: int | str) -> str:

@@ -38,7 +38,6 @@ class Job:
 
     job_id: str
     nodes: tuple[str, ...]
-    nodelist: str
 
 
 def current_job(env: Mapping[str, str] | None = None) -> Job:
@@ -48,7 +47,7 @@ def current_job(env: Mapping[str, str] | None = None) -> Job:
     if not job_id or not nodelist:
         raise SpecError("allocation", "not inside a SLURM allocation",
                         "run under `salloc -N N ...`, or use `slurmserve submit`")
-    return Job(job_id=job_id, nodes=hostnames(nodelist), nodelist=nodelist)
+    return Job(job_id=job_id, nodes=hostnames(nodelist))
 
 
 def hostnames(nodelist: str) -> tuple[str, ...]:
@@ -71,16 +70,13 @@ def node_address(node: str) -> str:
         raise LaunchError(f"cannot resolve {node}'s address '{addr}'; fix DNS or NodeAddr") from None
 
 
-def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None, overlap: bool = True,
-              kill_on_bad_exit: bool = False, label: str | None = None) -> list[str]:
-    """One task per node. `overlap` lets side steps share nodes with the serving step."""
+def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None,
+              label: str | None = None) -> list[str]:
+    """One task per node. `--overlap` lets side steps share nodes with the serving step."""
     count = nodes or len(job.nodes)
     argv = ["srun", f"--jobid={job.job_id}", f"--nodes={count}", f"--ntasks={count}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(job.nodes[:count])}", "--unbuffered"]
-    if overlap:
-        argv.append("--overlap")
-    if kill_on_bad_exit:
-        argv.append("--kill-on-bad-exit=1")
+            "--ntasks-per-node=1", f"--nodelist={','.join(job.nodes[:count])}", "--unbuffered",
+            "--overlap"]
     if label:
         argv.append(f"--job-name={label}")
     return argv + list(script)

@@ -12,11 +12,10 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .. import engines
-from ..spec import ENGINES
+from ..engines import ENGINES
 
 if TYPE_CHECKING:
     import requests
@@ -84,18 +83,18 @@ class Context:
     timeout: float
 
     @property
-    def adapter(self) -> ModuleType | None:
-        """The engine's module (engines/<name>.py), which knows its API; None when unknown."""
-        return engines.get(self.engine) if self.engine else None
+    def adapter(self) -> engines.ApiTraits | None:
+        """What the engine's API does (engines/<name>.py `API`); None when the engine is unknown."""
+        return engines.get(self.engine).API if self.engine else None
 
     @property
     def fixed_length(self) -> bool:
-        return bool(self.adapter and self.adapter.FIXED_LENGTH_FIELDS)
+        return bool(self.adapter and self.adapter.fixed_length_fields)
 
     @property
     def seeded(self) -> bool:
         """A per-request seed is documented to reproduce a sampled output."""
-        return bool(self.adapter and self.adapter.SEED_REPRODUCIBLE)
+        return bool(self.adapter and self.adapter.seed_reproducible)
 
     def url(self, path: str) -> str:
         return self.base_url + path
@@ -117,7 +116,7 @@ class Context:
     def body(self, **fields: Any) -> dict[str, Any]:
         out: dict[str, Any] = {"model": self.model, "max_tokens": TOKENS, **fields}
         if self.adapter:
-            out.update(self.adapter.FIXED_LENGTH_FIELDS)
+            out.update(self.adapter.fixed_length_fields)
         return out
 
     def expect_tokens(self, usage: dict[str, Any] | None, wanted: int) -> str:
@@ -353,34 +352,21 @@ def check_metrics(ctx: Context) -> str:
         raise Skip("engine unknown: cannot tell which metrics to expect")
     response = ctx.get("/metrics", auth=False)
     if response.status_code != 200:
-        raise Fail(f"/metrics answered HTTP {response.status_code}{adapter.METRICS_HINT}")
+        raise Fail(f"/metrics answered HTTP {response.status_code}{adapter.metrics_hint}")
     text = response.text
-    if adapter.METRICS_JSON:
+    if adapter.metrics_json:
         try:
             stats = json.loads(text)
         except ValueError:
             stats = None
         if isinstance(stats, list):
             return f"iteration stats JSON ({len(stats)} entries)"
-    prefix = adapter.METRICS_PREFIX
+    prefix = adapter.metrics_prefix
     names = {line.split("{")[0].split()[0] for line in text.splitlines()
              if line.startswith(prefix)}
     if not names:
         raise Fail(f"/metrics has no {prefix!r} metric")
     return f"{len(names)} {prefix} metrics"
-
-
-def check_sglang_generate(ctx: Context) -> str:
-    if not (ctx.adapter and ctx.adapter.NATIVE_GENERATE):
-        raise Skip(f"SGLang-only endpoint (engine is {ctx.engine or 'unknown'})")
-    params = {"max_new_tokens": TOKENS, "ignore_eos": True, "temperature": 0}
-    data = ctx.call("/generate", {"text": PROMPT, "sampling_params": params})
-    meta = data.get("meta_info") or {}
-    if not isinstance(data.get("text"), str):
-        raise Fail(f"/generate: no text in {data!r:.160}")
-    if meta.get("completion_tokens") != TOKENS:
-        raise Fail(f"/generate: completion_tokens {meta.get('completion_tokens')!r}, asked {TOKENS}")
-    return f"/generate {TOKENS} tokens"
 
 
 def check_auth(ctx: Context) -> str:
@@ -397,10 +383,29 @@ CHECKS: tuple[tuple[str, Callable[[Context], str]], ...] = (
     ("completion", check_completion), ("batch", check_batch), ("chat", check_chat),
     ("sampling", check_sampling), ("streaming", check_streaming), ("logprobs", check_logprobs),
     ("stop", check_stop), ("echo", check_echo), ("n", check_n), ("metrics", check_metrics),
-    ("sglang-generate", check_sglang_generate),
 )
-NEEDS_MODEL = frozenset(name for name, _ in CHECKS) - {"health", "models", "metrics", "auth",
-                                                       "sglang-generate"}
+NEEDS_MODEL = frozenset(name for name, _ in CHECKS) - {"health", "models", "metrics", "auth"}
+
+
+def engine_check(owner: str, extra: engines.ApiCheck) -> Callable[[Context], str]:
+    """A check of an endpoint only the engine `owner` serves; SKIP for every other engine."""
+
+    def check(ctx: Context) -> str:
+        if not (ctx.adapter and extra in ctx.adapter.extra_checks):
+            label = engines.get(owner).PROFILE.label
+            raise Skip(f"{label}-only endpoint (engine is {ctx.engine or 'unknown'})")
+        try:
+            return extra.run(ctx.call, PROMPT, TOKENS)
+        except engines.ApiCheckFailed as exc:
+            raise Fail(str(exc)) from None
+
+    return check
+
+
+#: The engines' own checks (of endpoints beyond the OpenAI API), after the common ones.
+ENGINE_CHECKS: tuple[tuple[str, Callable[[Context], str]], ...] = tuple(
+    (extra.name, engine_check(name, extra)) for name in ENGINES
+    for extra in engines.get(name).API.extra_checks)
 
 
 # ---- detection and the runner -------------------------------------------------------------------
@@ -410,24 +415,24 @@ def detect_engine(ctx: Context) -> tuple[str | None, str]:
     """(engine, how it was told) from /v1/models, SGLang's /get_model_info, then /metrics."""
     import requests
 
-    adapters = [(name, engines.get(name)) for name in ENGINES]
+    adapters = [(name, engines.get(name).API) for name in ENGINES]
     try:
         data = ctx.get("/v1/models").json()
         for m in data.get("data") or []:
             for name, adapter in adapters:
-                if str(m.get("owned_by")) == adapter.OWNED_BY:
+                if str(m.get("owned_by")) == adapter.owned_by:
                     return name, f"detected: /v1/models owned_by={m['owned_by']}"
     except (requests.RequestException, ValueError, AttributeError):
         pass
     try:
         for name, adapter in adapters:
-            for path in adapter.DETECT_PATHS:
+            for path in adapter.detect_paths:
                 if ctx.get(path).status_code == 200:
                     return name, f"detected: {path}"
         response = ctx.get("/metrics", auth=False)
         if response.status_code == 200:
             for name, adapter in adapters:
-                prefix = adapter.METRICS_PREFIX
+                prefix = adapter.metrics_prefix
                 if any(line.startswith(prefix) for line in response.text.splitlines()):
                     return name, f"detected: /metrics {prefix}"
     except requests.RequestException:
@@ -467,7 +472,7 @@ def run_checks(base_url: str, engine: str | None = None, model: str | None = Non
     if model is None:
         ctx.model = detect_model(ctx)
     report = Report(ctx.base_url, ctx.engine, source, ctx.model)
-    for name, check in CHECKS:
+    for name, check in CHECKS + ENGINE_CHECKS:
         if only and name not in only:
             continue
         start = time.monotonic()

@@ -20,7 +20,7 @@ from types import ModuleType
 from typing import Any
 
 from .. import engines
-from ..spec import ENGINES
+from ..engines import ENGINES
 
 SUITES = ("throughput", "prefill", "decode", "latency", "concurrency", "sharegpt", "longctx")
 METRICS = ("ttft", "tpot", "itl", "e2el")
@@ -557,7 +557,7 @@ def plot_results(results: Iterable[Result], out_dir: str | Path) -> tuple[list[P
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        return [], ["matplotlib is not installed: no plots (pip install matplotlib)"]
+        return [], ["matplotlib is not installed: no plots (pip install 'slurmserve[bench]')"]
     out = Path(out_dir)
     written = []
     if conc:

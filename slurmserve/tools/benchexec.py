@@ -35,7 +35,7 @@ def _check(result: runner.Result, image: str, argv: list[str], result_path: str)
 def on_job_node(job_id: str, node: str, image: str, out_dir: str, api_key: str | None
                 ) -> Execute:
     """Run the client in `image` on `node` of a running job, beside the server."""
-    job = slurm.Job(job_id=job_id, nodes=(node,), nodelist=node)
+    job = slurm.Job(job_id=job_id, nodes=(node,))
     env = dict(os.environ, **client_env(api_key))
 
     def execute(argv: list[str], result_path: str) -> None:

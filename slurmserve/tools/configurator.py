@@ -34,8 +34,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import engines
+from ..engines import ENGINES
 from ..errors import SpecError
-from ..spec import ENGINES
 
 # --- constants (named so the table can be reasoned about and tuned) -----------------------
 
@@ -355,7 +355,7 @@ class Plan:
             "engine": self.engine,
             "model": model,
             "served_model_name": model.rstrip("/").split("/")[-1]
-            if engines.get(self.engine).SERVED_NAME else None,
+            if engines.get(self.engine).PROFILE.served_name else None,
             "nodes": self.spec_nodes,
             "gpus_per_node": self.gpus_per_node,
             "tp": self.tp,
@@ -623,10 +623,10 @@ def plan(req: PlanRequest) -> Plan:
         kv_per_token = _positive_int("--kv-bytes-per-token", req.kv_bytes_per_token)
     else:
         kv_per_token = _kv_per_token(m, KV_DTYPE_BYTES[kvdtype])
-    if g["vendor"] not in eng.VENDORS:
-        vendors = " or ".join(v.upper() for v in eng.VENDORS)
-        others = [e for e in ENGINES if g["vendor"] in engines.get(e).VENDORS]
-        raise PlanError("--engine", f"{eng.LABEL} runs on {vendors} GPUs only, not {gpu}",
+    if g["vendor"] not in eng.PROFILE.vendors:
+        vendors = " or ".join(v.upper() for v in eng.PROFILE.vendors)
+        others = [e for e in ENGINES if g["vendor"] in engines.get(e).PROFILE.vendors]
+        raise PlanError("--engine", f"{eng.PROFILE.label} runs on {vendors} GPUs only, not {gpu}",
                         "use --engine " + " or ".join(others))
     fp8_compute = wdtype == "fp8" and g["fp8_tflops"] is not None
     usable = g["memory_gb"] * USABLE_MEMORY_FRACTION - RUNTIME_RESERVE_GB
@@ -688,7 +688,7 @@ def plan(req: PlanRequest) -> Plan:
         share = (f", up to {gpn // (tp * pp * spec_dp)} per node, each with its own --gpus "
                  "and --port" if tp * pp * spec_dp < gpn else "")
         notes.append(f"{engine}: the emitted spec is one of {copies} identical deployments "
-                     f"({spec_dp} replica(s) each{share}); run them behind {eng.ROUTER}")
+                     f"({spec_dp} replica(s) each{share}); run them behind {eng.PROFILE.router}")
 
     # Prefill/decode disaggregation.
     disagg = (req.ttft_ms is not None and in_tokens >= DISAGG_MIN_INPUT_TOKENS
@@ -704,15 +704,14 @@ def plan(req: PlanRequest) -> Plan:
             f"decode steps (TTFT grows past {req.ttft_ms:g} ms); separate prefill "
             f"({p_inst} x TP{tp}) and decode ({d_inst} x TP{tp}) pools, with the KV cache moved "
             "over RDMA, keep both targets independent. The emitted spec runs fused replicas; "
-            "a P/D split needs the engine's KV connector (vLLM --kv-transfer-config, SGLang "
-            "--disaggregation-mode, TRT-LLM disaggregated serving)")
+            f"a P/D split needs {eng.PROFILE.disaggregation}")
     elif in_tokens >= DISAGG_MIN_INPUT_TOKENS and share > 0.5:
         notes.append(f"prefill is {share:.0%} of replica time; under a TTFT target of "
                      f"<= {DISAGG_MAX_TTFT_MS:g} ms disaggregation would pay off")
 
     prefix = in_tokens >= PREFIX_CACHE_MIN_INPUT_TOKENS
     if prefix:
-        notes.append(f"prefix cache: {eng.PREFIX_CACHE} is on by default; with {in_tokens:,}-token "
+        notes.append(f"prefix cache: {eng.PROFILE.prefix_cache} is on by default; with {in_tokens:,}-token "
                      "prompts shared system prompts, documents and multi-turn history skip prefill"
                      + (f"; route by prefix/session so hits land on the replica holding it "
                         f"({dp} replicas)" if dp > 1 else ""))
@@ -729,8 +728,8 @@ def plan(req: PlanRequest) -> Plan:
         notes.append("MoE fits one GPU: every replica holds all experts, no EP needed")
     if m.mla and tp > 1:
         notes.append("MLA's latent KV is replicated on every TP rank, so KV room does not grow "
-                     "with TP; DP attention (SGLang --enable-dp-attention, vLLM DP + EP) gives "
-                     "each rank its own sequences instead")
+                     f"with TP; DP attention ({eng.PROFILE.mla_dp_attention}) gives each rank "
+                     "its own sequences instead")
 
     # Warnings and the rest of the notes.
     if m.max_context is not None and context > m.max_context:

@@ -6,7 +6,10 @@ CI tears it down with `tests/cluster/sandbox down`.
 
 from __future__ import annotations
 
+import fcntl
 import os
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,11 +34,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.cluster)
 
 
+SESSION_LOCK = Path("/run/slurmserve-sandbox.session.lock")
+LOCK_WAIT_S = 3 * 3600  # another session's whole run
+
+
+def hold_sandbox() -> None:
+    """One cluster test session per machine: wait for any other, then hold the lock until this
+    process exits (two sessions once reconfigured the sandbox under each other)."""
+    handle = open(SESSION_LOCK, "w")  # noqa: SIM115 - held open for the whole session
+    deadline = time.monotonic() + LOCK_WAIT_S
+    said = False
+    while True:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            break
+        except BlockingIOError:
+            if not said:
+                owner = Path(f"{SESSION_LOCK}.owner")
+                print(f"\nwaiting for the cluster test session "
+                      f"{owner.read_text().strip() if owner.exists() else '?'} to end",
+                      file=sys.stderr)
+                said = True
+            if time.monotonic() > deadline:
+                pytest.exit("another cluster test session holds the sandbox", returncode=1)
+            time.sleep(2)
+    Path(f"{SESSION_LOCK}.owner").write_text(f"pid {os.getpid()}\n")
+    os.environ["SLURMSERVE_SANDBOX_SESSION"] = str(os.getpid())  # our own `sandbox up` may run
+    _held.append(handle)
+
+
+_held: list[object] = []
+
+
 @pytest.fixture(scope="session")
 def sandbox() -> Sandbox:
     """The running cluster, brought up when needed (left up at session end)."""
     if os.geteuid() != 0:
         pytest.skip("the sandbox cluster needs root (namespaces, dockerd, slurmd)")
+    hold_sandbox()
     want = int(os.environ.get("SLURMSERVE_SANDBOX_NODES", "3"))
     status = sandbox_status()
     if not (status["up"] and status["node_count"] >= want):

@@ -8,21 +8,12 @@ from pathlib import Path
 import pytest
 
 import slurmserve
-from slurmserve import engines
-from slurmserve.spec import ENGINES
+from slurmserve.engines import ENGINES
 
 PACKAGE = Path(slurmserve.__file__).parent
 #: Modules held to the rule: every module outside engines/ (the engines are where it lives).
 CHECKED = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
                  if p.relative_to(PACKAGE).parts[0] != "engines")
-#: What configurator.py, bench.py and apicheck.py ask every engine module (see engines/__init__.py).
-ADVICE = ("LABEL", "VENDORS", "SERVED_NAME", "PREFIX_CACHE", "ROUTER", "tuning_args",
-          "parallel_advice", "spec_data_parallel", "data_parallel_notes",
-          "BENCH_CLIENT", "BENCH_JSONL", "bench_random_args", "bench_output_args", "bench_unify",
-          "OWNED_BY", "DETECT_PATHS", "METRICS_PREFIX", "METRICS_JSON", "METRICS_HINT",
-          "FIXED_LENGTH_FIELDS", "SEED_REPRODUCIBLE", "NATIVE_GENERATE")
-
-
 def engine_branches(source: str) -> list[int]:
     """Lines that compare with an engine name or `engine`, or key a dict or match by engine name.
 
@@ -72,20 +63,3 @@ def test_detector_catches_the_old_patterns() -> None:
         'if engine is None or ctx.engine != "sglang":\n    pass\n'
     )
     assert engine_branches(source) == [1, 3, 4, 5, 7, 12, 14, 15]
-
-
-@pytest.mark.parametrize("name", ENGINES)
-def test_engines_export_the_same_advice(name: str) -> None:
-    module = engines.get(name)
-    missing = [attr for attr in ADVICE if not hasattr(module, attr)]
-    assert not missing, f"engines/{name}.py lacks {missing}"
-    args, notes = module.tuning_args(4096, 32, None, False)
-    assert str(4096) in args and str(32) in args and isinstance(notes, list)
-    ep, _, _ = module.parallel_advice(1, 1, 8, False, 0, False)
-    assert ep == 1
-    assert 1 <= module.spec_data_parallel(4, 2) <= 4
-    dataset = module.bench_random_args(64, 16)
-    assert dataset[0] == "--dataset-name" and "64" in dataset and "16" in dataset
-    raw = {"completed": 1, "ttfts": [0.1], "latencies": [0.2]}
-    assert module.bench_unify(dict(raw)) == raw  # the unified names pass through
-    assert module.METRICS_PREFIX and dict(module.FIXED_LENGTH_FIELDS)

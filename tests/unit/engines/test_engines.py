@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from slurmserve import SpecError, api, engines, load_spec
+from slurmserve.engines import vllm
 from slurmserve.plan import PortBlock
 from tests.unit.helpers import allocation
 
@@ -17,7 +18,7 @@ def spec(engine: str, **kw):
 
 
 def resolve(engine: str, **kw):
-    return engines.get(engine).resolve(spec(engine, **kw))
+    return engines.get(engine).resolve(spec(engine, **kw)).parallel
 
 
 @pytest.mark.parametrize("unified,native", [
@@ -70,7 +71,7 @@ def test_vllm_auto_modes(kw, mode):
 def test_vllm_ray_workers_wait_for_the_head_and_use_job_ports():
     plan = api.plan_cluster(spec("vllm", nodes=3, tp=8, pp=3), allocation(3, job_id="7"))
     head, *workers = plan.nodes
-    gcs = PortBlock.for_job("7").ray_gcs
+    gcs = PortBlock.for_job("7").at(vllm.RAY_GCS)
     assert head.role == "ray-head" and head.serves_http
     for w in workers:
         assert w.role == "ray-worker" and not w.serves_http

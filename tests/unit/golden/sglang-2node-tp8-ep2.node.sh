@@ -28,11 +28,12 @@ case "$rank" in
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
 esac
 
-say() { echo "slurmserve[$rank@$expected_host]: $*" >&2; }
+fact() { printf 'SLURMSERVE_FACT\t%s\t%s\t%s\n' "$rank" "$1" "$2"; }
+fail() { fact failed "$*"; }  # the driver names the node and rank
 
 here="${SLURMD_NODENAME:-$(hostname -s)}"
 if [[ "$here" != "$expected_host" ]]; then
-  say "FAILED: planned for $expected_host but running on $here; the allocation changed, re-run slurmserve"
+  fail "planned for $expected_host but running on $here; the allocation changed, re-run slurmserve"
   exit 3
 fi
 
@@ -52,7 +53,7 @@ for target in "${wait_for[@]}"; do
   # Readiness order: poll the port this node depends on; no fixed sleeps.
   until (exec 3<>"/dev/tcp/${target%:*}/${target##*:}") 2>/dev/null; do
     if (( SECONDS >= deadline )); then
-      say "FAILED: gave up waiting for $target after 1800s"
+      fail "gave up waiting for $target after 1800s"
       exit 5
     fi
     sleep 0.2
@@ -64,7 +65,7 @@ stale=$(docker ps --all --quiet --filter "name=^/${name}\$" --filter "label=slur
 [[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
 # The same name without our label is someone else's container: never touched.
 if [[ -n "$(docker ps --all --quiet --filter "name=^/${name}\$")" ]]; then
-  say "FAILED: a container named $name exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
+  fail "a container named $name exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
   exit 6
 fi
 
@@ -93,7 +94,7 @@ else
   "${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
 fi
 client=$!
-say "container $name started"
+fact started "$name"
 # `wait` on a background job lets the trap run as soon as a signal arrives; the client
 # returns when the container ends, with its exit code (125-127: docker could not run it).
 while true; do
@@ -107,14 +108,14 @@ while true; do
 done
 docker rm --force "$name" >/dev/null 2>&1 || true
 if (( stopping )); then
-  say "container $name stopped on request"
+  fact stopped "$name"
   exit 0
 fi
 if ! docker version >/dev/null 2>&1; then
-  say "FAILED: docker on $here stopped or does not answer (the client of container $name returned $code); restart dockerd there"
+  fail "docker on $here stopped or does not answer (the client of container $name returned $code); restart dockerd there"
 elif (( code >= 125 && code <= 127 )); then
-  say "FAILED: docker could not run the container (code $code): $(tail -n1 "$log")"
+  fail "docker could not run the container (code $code): $(tail -n1 "$log")"
 else
-  say "FAILED: container $name exited with code $code"
+  fail "container $name exited with code $code"
 fi
 exit "$code"

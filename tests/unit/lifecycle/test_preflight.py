@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from slurmserve import load_spec
 from slurmserve.images import TarballImage
-from slurmserve.lifecycle.preflight import evaluate
+from slurmserve.lifecycle.preflight import HttpPort, evaluate
 
 IMG = "registry.example/engine:1"
 GOOD = {"done": "1", "address": "192.0.2.2", "ifname": "ens5", "docker": "ok 20.10.24",
@@ -17,8 +17,8 @@ def _spec(**kw):
 
 
 def _eval(facts, spec=None, explicit=False, tarball=None):
-    return evaluate(spec or _spec(), ["a", "b"], facts, "192.0.2.1", tarball, 30000, 20011,
-                    explicit, "srun exit 0")
+    return evaluate(spec or _spec(), ["a", "b"], facts, "192.0.2.1", tarball,
+                    HttpPort(30000, 20011, explicit), "srun exit 0")
 
 
 def test_all_good_nodes_pass_with_their_route():

@@ -16,18 +16,12 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from slurmserve import remote
 from slurmserve.errors import SpecError
-from slurmserve.remote import (
-    Destination,
-    Hop,
-    HostKeyError,
-    RemoteCommandError,
-    RemoteError,
-    Session,
-    Target,
-    parse_target,
-)
+from slurmserve.remote import commands
+from slurmserve.remote import config as remote_config
+from slurmserve.remote.config import Destination, Hop, Target, parse_target
+from slurmserve.remote.errors import HostKeyError, RemoteCommandError, RemoteError
+from slurmserve.remote.session import WRAPPER, Session
 
 
 @pytest.mark.parametrize(("text", "target"), [
@@ -51,18 +45,18 @@ def test_parse_target_rejects(text):
 
 def test_profiles(tmp_path):
     path = tmp_path / "config.yaml"
-    assert remote.load_profiles(path) == {}
+    assert remote_config.load_profiles(path) == {}
     path.write_text("remotes:\n  hpc: {host: login.hpc.org, user: me, port: 2222, "
                     "python: /shared/venv/bin/python, connect_timeout: 4}\n")
-    hpc = remote.load_profiles(path)["hpc"]
+    hpc = remote_config.load_profiles(path)["hpc"]
     assert (hpc.host, hpc.user, hpc.port, hpc.python, hpc.connect_timeout) == (
         "login.hpc.org", "me", 2222, "/shared/venv/bin/python", 4.0)
     path.write_text("remotes:\n  hpc: {host: h, pyhton: /x}\n")
     with pytest.raises(SpecError, match="remotes.hpc.pyhton: unknown key"):
-        remote.load_profiles(path)
+        remote_config.load_profiles(path)
     path.write_text("remotes:\n  hpc: {user: me}\n")
     with pytest.raises(SpecError, match="remotes.hpc: needs at least `host:`"):
-        remote.load_profiles(path)
+        remote_config.load_profiles(path)
 
 
 def test_resolve_through_ssh_config(tmp_path):
@@ -74,7 +68,7 @@ def test_resolve_through_ssh_config(tmp_path):
         "Host bastion\n  HostName bastion.example.org\n  User bob\n"
         "Host gw\n  HostName gw.internal\n  ProxyJump nowhere\n"
         "Host direct\n  ProxyJump none\n")
-    dest = remote.resolve("login", ssh_config=str(config), profiles={})
+    dest = remote_config.resolve("login", ssh_config=str(config), profiles={})
     bastion, gw, login = dest.hops
     assert (login.hostname, login.port, login.user) == ("10.1.2.3", 2200, "alice")
     assert login.identity_files == (str(Path.home() / ".ssh" / "cluster_key"),)
@@ -84,13 +78,13 @@ def test_resolve_through_ssh_config(tmp_path):
     assert (bastion.hostname, bastion.user, bastion.port) == ("bastion.example.org", "bob", 22)
     assert (gw.hostname, gw.port) == ("gw.internal", 2022)
     # What the command line says wins over the config, like ssh's `user@host -p`.
-    only = remote.resolve("root@direct:2022", ssh_config=str(config), connect_timeout=2.5,
+    only = remote_config.resolve("root@direct:2022", ssh_config=str(config), connect_timeout=2.5,
                           python="/venv/bin/python", profiles={})
     assert [(h.hostname, h.user, h.port, h.timeout) for h in only.hops] == [
         ("direct", "root", 2022, 2.5)]
     assert only.python == "/venv/bin/python"
-    profile = remote.Profile(name="hpc", host="login", python="/p/python", connect_timeout=7)
-    via = remote.resolve("hpc", ssh_config=str(config), profiles={"hpc": profile})
+    profile = remote_config.Profile(name="hpc", host="login", python="/p/python", connect_timeout=7)
+    via = remote_config.resolve("hpc", ssh_config=str(config), profiles={"hpc": profile})
     assert via.label == "hpc" and via.python == "/p/python" and via.login.timeout == 7
     assert via.login.hostname == "10.1.2.3"
 
@@ -237,35 +231,37 @@ def test_closed_port_is_a_clear_error(keys, tmp_path):
 def test_remote_failures_become_one_line_with_the_fix():
     session = Session(Destination("hpc", (Hop("h", "h", 22, "me"),), python="/venv/bin/python"))
     with pytest.raises(RemoteError, match="not installed on hpc: there is no `/venv/bin/python`"):
-        session._check(["status"], 127, "env: '/venv/bin/python': No such file or directory")
+        commands.check(session, ["status"], 127,
+                       "env: '/venv/bin/python': No such file or directory")
     with pytest.raises(RemoteError, match="not installed on hpc for `/venv/bin/python`.*"
                                           "--remote-python"):
-        session._check(["status"], 1, "/venv/bin/python: No module named slurmserve")
+        commands.check(session, ["status"], 1, "/venv/bin/python: No module named slurmserve")
     with pytest.raises(RemoteError, match="too old for remote mode"):
-        session._check(["wait"], 2, "Usage: ...\nslurmserve: error: No such command 'wait'.")
+        commands.check(session, ["wait"], 2,
+                       "Usage: ...\nslurmserve: error: No such command 'wait'.")
     with pytest.raises(RemoteCommandError) as err:
-        session._check(["submit"], 2, "slurmserve: error: image: tarball not found: /x.tar; "
-                                      "check the path")
+        commands.check(session, ["submit"], 2,
+                       "slurmserve: error: image: tarball not found: /x.tar; check the path")
     assert str(err.value) == "hpc: image: tarball not found: /x.tar; check the path"
     assert err.value.exit_code == 2
-    assert session.slurmserve_argv(["status"])[:4] == ["env", "-u", "SLURMSERVE_REMOTE",
-                                                        "/venv/bin/python"]
+    assert commands.slurmserve_argv(session.dest, ["status"])[:4] == [
+        "env", "-u", "SLURMSERVE_REMOTE", "/venv/bin/python"]
     home = Session(Destination("hpc", (Hop("h", "h", 22, "me"),), python="~/venv/bin/python"))
-    assert home.slurmserve_argv([])[3] == "./venv/bin/python"
+    assert commands.slurmserve_argv(home.dest, [])[3] == "./venv/bin/python"
 
 
 # ---- the wrapper the login host runs -----------------------------------------------------------
 
 def test_wrapper_exports_secrets_from_stdin_and_passes_the_rest():
     script = 'printf "%s|" "$API_KEY" "$1"; cat'
-    proc = subprocess.run(["sh", "-c", remote._WRAPPER, "sh", "sh", "-c", script, "sh", "arg 1"],
+    proc = subprocess.run(["sh", "-c", WRAPPER, "sh", "sh", "-c", script, "sh", "arg 1"],
                           input="API_KEY=k=1 2\n\nbody\n", capture_output=True, text=True,
                           timeout=10)
     assert proc.stdout == "k=1 2|arg 1|body\n"
 
 
 def test_wrapper_hangup_ends_the_command_when_stdin_closes():
-    proc = subprocess.Popen(["sh", "-c", remote._WRAPPER, "sh", "--hangup", "sh", "-c",
+    proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", "--hangup", "sh", "-c",
                              "echo $$; exec sleep 60"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True)
     assert proc.stdin and proc.stdout
@@ -282,7 +278,7 @@ def test_wrapper_hangup_ends_the_command_when_stdin_closes():
 
 
 def test_wrapper_hangup_keeps_the_exit_code():
-    proc = subprocess.Popen(["sh", "-c", remote._WRAPPER, "sh", "--hangup", "sh", "-c", "exit 3"],
+    proc = subprocess.Popen(["sh", "-c", WRAPPER, "sh", "--hangup", "sh", "-c", "exit 3"],
                             stdin=subprocess.PIPE, text=True)
     assert proc.stdin
     proc.stdin.write("\n")

@@ -25,7 +25,7 @@ from slurmserve.tools import apicheck
 from slurmserve.tools.apicheck import FAIL, PASS, SKIP, Context, run_checks
 
 STANDIN = Path(__file__).resolve().parents[3] / "containers" / "testing" / "standin"
-ALL_CHECKS = [name for name, _ in apicheck.CHECKS]
+ALL_CHECKS = [name for name, _ in apicheck.CHECKS + apicheck.ENGINE_CHECKS]
 
 
 def free_port() -> int:
@@ -226,3 +226,25 @@ def test_stop_string_choice() -> None:
     assert apicheck._stop_string(" alpha bravo charlie") == "o c"
     assert apicheck._stop_string(" alpha bravo  charlie") == "cha"
     assert apicheck._stop_string("ab\ufffd\ufffd\x0f\x0f") is None
+
+
+def test_engine_checks_come_from_the_engines_and_skip_for_the_others() -> None:
+    from slurmserve import engines
+
+    owned = {extra.name: name for name in engines.ENGINES
+             for extra in engines.get(name).API.extra_checks}
+    assert owned == {"sglang-generate": "sglang"}
+    assert [name for name, _ in apicheck.ENGINE_CHECKS] == list(owned)
+    assert not {name for name, _ in apicheck.CHECKS} & set(owned)  # generic ones name no engine
+
+    answers = {"/generate": {"text": "x", "meta_info": {"completion_tokens": 3}}}
+    ctx = Context(requests.Session(), "http://h:1", "sglang", "m", None, 1.0)
+    ctx.call = lambda path, body: answers[path]  # type: ignore[method-assign]
+    check = dict(apicheck.ENGINE_CHECKS)["sglang-generate"]
+    with pytest.raises(apicheck.Fail, match="completion_tokens 3, asked 8"):
+        check(ctx)
+    answers["/generate"]["meta_info"]["completion_tokens"] = apicheck.TOKENS
+    assert check(ctx) == "/generate 8 tokens"
+    ctx.engine = "trtllm"
+    with pytest.raises(apicheck.Skip, match=r"SGLang-only endpoint \(engine is trtllm\)"):
+        check(ctx)

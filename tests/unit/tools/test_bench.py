@@ -293,6 +293,16 @@ def test_run_suite_writes_results_table_and_plots(tmp_path: Path) -> None:
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
 
 
+def test_without_matplotlib_there_are_no_plots_and_a_note_names_the_extra(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    cfg = BenchConfig.tiny(suites=("prefill",), prefill_input_lens=(32,))
+    run = run_suite(cfg, replay([]), engine="vllm", base_url="http://127.0.0.1:18000",
+                    model="tiny", out_dir=tmp_path)
+    assert run.plots == [] and run.failures == 0
+    assert run.notes == ["matplotlib is not installed: no plots (pip install 'slurmserve[bench]')"]
+
+
 def test_run_suite_survives_client_failures(tmp_path: Path) -> None:
     cfg = BenchConfig.tiny(suites=("concurrency",))
     calls: list[list[str]] = []

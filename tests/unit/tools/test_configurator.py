@@ -137,6 +137,23 @@ def test_mla_kv_is_replicated_over_tp() -> None:
     assert any("replicated on every TP rank" in n for n in p.notes)
 
 
+@pytest.mark.parametrize("engine", cfg.ENGINES)
+def test_engine_hints_come_from_the_engine_asked_for(engine: str) -> None:
+    from slurmserve import engines
+
+    profile = engines.get(engine).PROFILE
+    others = [engines.get(e).PROFILE for e in cfg.ENGINES if e != engine]
+    split = plan(R(model="Llama-3.1-70B-Instruct", context=16000, ttft_ms=400, qps=8,
+                   engine=engine))
+    [note] = [n for n in split.notes if n.startswith("disaggregate:")]
+    assert note.endswith(profile.disaggregation)
+    assert not any(o.disaggregation in note for o in others)
+    mla = plan(R(model="DeepSeek-V3", gpu="H200", engine=engine))
+    [note] = [n for n in mla.notes if "replicated on every TP rank" in n]
+    assert profile.mla_dp_attention in note
+    assert not any(o.mla_dp_attention in note for o in others)
+
+
 def test_nodes_pack_whole_replicas() -> None:
     assert cfg._nodes(1, 1, 16, 8) == 2
     assert cfg._nodes(4, 1, 3, 8) == 2

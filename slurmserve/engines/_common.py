@@ -1,0 +1,282 @@
+"""What the engines share: their data types and the helpers each would otherwise copy."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from ..errors import SpecError
+
+if TYPE_CHECKING:
+    from ..spec import ServeSpec
+
+@dataclass(frozen=True)
+class Parallel:
+    """Resolved parallel layout. `world` = GPUs (ranks) the engine uses; `nodes` = nodes it spans."""
+
+    tp: int
+    pp: int
+    dp: int
+    ep: int
+    world: int
+    nodes: int
+    expert_parallel: bool = False
+    dp_attention: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(tp=self.tp, pp=self.pp, dp=self.dp, ep=self.ep, world=self.world,
+                    nodes=self.nodes, expert_parallel=self.expert_parallel,
+                    dp_attention=self.dp_attention)
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What an engine decides from a spec, once per run; `plan` reads it and scans nothing.
+
+    `port` is the HTTP port the engine serves on unless preflight picks the job's fallback
+    (only when `port_explicit` is false: the user chose none).
+    """
+
+    parallel: Parallel
+    mode: str  # ClusterPlan.mode
+    port: int
+    port_explicit: bool
+    model_name: str  # the name clients use in requests
+    native: Mapping[str, str] = field(default_factory=dict)  # unified field -> value after `--`
+    switches: frozenset[str] = frozenset()  # native boolean flags given after `--`
+    config: Mapping[str, Any] = field(default_factory=dict)  # a parsed user config (TRT-LLM's)
+
+
+@dataclass(frozen=True)
+class NativeFlags:
+    """An engine's own spelling of slurmserve's unified fields, as pasted after `--`."""
+
+    values: Mapping[str, Sequence[str]]  # unified field -> engine flag aliases taking a value
+    switches: Mapping[str, Sequence[str]]  # name -> boolean flag aliases
+    owned: Sequence[str]  # flags slurmserve sets per node: refused after `--`
+
+
+@dataclass(frozen=True)
+class Profile:
+    """How `slurmserve plan` (tools/configurator.py) names and describes an engine."""
+
+    label: str  # display name
+    vendors: tuple[str, ...]  # GPU vendors it runs on
+    served_name: bool  # takes a served model name
+    prefix_cache: str  # its prefix-cache mechanism
+    router: str  # what fronts copies of a deployment
+    disaggregation: str  # how it splits prefill and decode (a P/D KV connector)
+    mla_dp_attention: str  # how each rank gets its own sequences for an MLA model
+
+
+class ApiCheckFailed(Exception):
+    """An engine's own API check ran and the server got it wrong."""
+
+
+#: `call(path, body)` POSTs JSON and returns the JSON answer (anything else fails the check).
+Call = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ApiCheck:
+    """A check of an endpoint only this engine serves: `run(call, prompt, tokens)` returns what
+    it saw, or raises ApiCheckFailed."""
+
+    name: str
+    run: Callable[[Call, str, int], str]
+
+
+@dataclass(frozen=True)
+class ApiTraits:
+    """What `slurmserve test` (tools/apicheck.py) expects of an engine's API."""
+
+    owned_by: str  # /v1/models `owned_by`
+    metrics_prefix: str
+    detect_paths: tuple[str, ...] = ()  # endpoints only this engine answers
+    metrics_json: bool = False  # /metrics may be JSON iteration stats
+    metrics_hint: str = ""  # appended when /metrics fails
+    fixed_length_fields: Mapping[str, Any] = field(
+        default_factory=lambda: MappingProxyType({"ignore_eos": True}))  # force max_tokens
+    seed_reproducible: bool = False  # a per-request `seed` reproduces a sampled output
+    extra_checks: tuple[ApiCheck, ...] = ()
+
+
+def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[str]]:
+    """Find native values and switches in engine args; refuse flags slurmserve owns."""
+    values: dict[str, str] = {}
+    switches: set[str] = set()
+    by_alias = {alias: key for key, aliases in flags.values.items() for alias in aliases}
+    switch_alias = {alias: key for key, aliases in flags.switches.items() for alias in aliases}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name, has_eq, inline = arg.partition("=")
+        if name in flags.owned:
+            raise SpecError(f"{name} (after --)", "slurmserve sets this on each node itself",
+                            f"remove {name}; give --nodes to spread the engine over nodes")
+        if name in by_alias:
+            if has_eq:
+                value = inline
+            elif i + 1 < len(args):
+                value = args[i + 1]
+                i += 1
+            else:
+                raise SpecError(f"{name} (after --)", "is missing its value", f"write {name} VALUE")
+            key = by_alias[name]
+            if key in values and values[key] != value:
+                raise SpecError(f"{name} (after --)", f"is given twice ({values[key]}, {value})",
+                                "give it once")
+            values[key] = value
+        elif name in switch_alias and (not has_eq or inline.lower() in ("1", "true", "yes")):
+            switches.add(switch_alias[name])
+        i += 1
+    return values, switches
+
+
+def refuse_key_flags(spec: ServeSpec, flags: Sequence[str]) -> None:
+    """A key given to the engine after `--` would sit on every command line: refuse it."""
+    for arg in spec.engine_args:
+        name = arg.partition("=")[0]
+        if name in flags:
+            raise SpecError(f"{name} (after --)", "puts the key on the engine's command line "
+                            "(visible in `ps`, rendered scripts and state)",
+                            "give slurmserve --api-key env:VAR or file:PATH instead")
+
+
+def one_mode(spec: ServeSpec, label: str, modes: Sequence[str]) -> None:
+    """Engines with a single launch mode refuse any other `--launch-mode`."""
+    if spec.launch_mode not in modes:
+        raise SpecError("--launch-mode", f"{label} has one launch mode, not '{spec.launch_mode}'",
+                        "leave --launch-mode at auto")
+
+
+_INT_KEYS = ("tp", "pp", "dp", "ep", "port")
+
+
+def merge(spec: ServeSpec, native: Mapping[str, str], keys: Iterable[str]) -> dict[str, Any]:
+    """Unified value, else native value; both given and different is an error (exit 2)."""
+    merged: dict[str, Any] = {}
+    for key in keys:
+        unified = getattr(spec, key)
+        raw = native.get(key)
+        value: Any = _native_int(key, raw) if raw is not None and key in _INT_KEYS else raw
+        if unified is not None and value is not None and unified != value:
+            raise SpecError(f"--{key.replace('_', '-')}",
+                            f"{unified} contradicts {value} given to the engine after --",
+                            "give it once, either as a slurmserve flag or after --")
+        merged[key] = unified if unified is not None else value
+    return merged
+
+
+def _native_int(key: str, raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SpecError(f"{key} (after --)", f"'{raw}' is not a whole number",
+                        "give a positive integer") from None
+    if value < 1:
+        raise SpecError(f"{key} (after --)", f"must be at least 1, got {value}",
+                        "give a positive integer")
+    return value
+
+
+def http_port(merged: Mapping[str, Any], default: int) -> tuple[int, bool]:
+    """The HTTP port from merged flags (`--port` or the engine's own), else the engine's
+    default; and whether the user chose it."""
+    chosen = merged.get("port")
+    return (int(chosen), True) if chosen is not None else (default, False)
+
+
+def serving_port(res: Resolution, port: int) -> int:
+    """The HTTP port `plan` was given: the resolved one, or preflight's fallback for it."""
+    if res.port_explicit and port != res.port:
+        raise ValueError(f"the user chose HTTP port {res.port}: it cannot become {port}")
+    return port
+
+
+def model_name(spec: ServeSpec, native: Mapping[str, str]) -> str:
+    """The served name: slurmserve's flag, else the engine's own after `--`, else MODEL."""
+    return spec.served_model_name or native.get("served_model_name") or spec.model
+
+
+def frozen(values: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(values))
+
+
+def fit(spec: ServeSpec, world: int, what: str) -> int:
+    """Nodes the engine needs for `world` ranks; must be exactly the nodes asked for."""
+    gpn = spec.gpus_per_node
+    needed = math.ceil(world / gpn)
+    if needed != spec.nodes:
+        raise SpecError(
+            "--tp/--pp/--dp",
+            f"{what} = {world} GPUs needs {needed} node(s) of {gpn} GPUs, but --nodes is "
+            f"{spec.nodes}",
+            f"use --nodes {needed}, or change the parallel sizes to fill "
+            f"{spec.nodes * gpn} GPUs",
+        )
+    if needed > 1 and world % gpn:
+        raise SpecError("--tp/--pp/--dp", f"{what} = {world} GPUs does not fill whole nodes of "
+                        f"{gpn} GPUs", f"use a multiple of {gpn} across nodes")
+    return needed
+
+
+def default_layout(spec: ServeSpec, tp: int | None, pp: int | None, dp: int | None
+                   ) -> tuple[int, int, int]:
+    """Fill unset sizes: TP within a node, PP across nodes, DP 1 (README: defaults)."""
+    if tp is None and pp is None and dp is None:
+        return spec.gpus_per_node, spec.nodes, 1
+    pp = pp or 1
+    dp = dp or 1
+    if tp is None:
+        total = spec.nodes * spec.gpus_per_node
+        tp = max(1, total // (pp * dp))
+    return tp, pp, dp
+
+
+def no_key_files(key: str) -> dict[str, str]:
+    """No secret files: the key travels in a variable (NodePlan.secret_env), or is refused."""
+    return {}
+
+
+def no_job_secrets(names: frozenset[str]) -> dict[str, str]:
+    """No secrets made per job."""
+    return {}
+
+
+def ssh_keypair() -> tuple[str, str]:
+    """A per-job ed25519 key pair in OpenSSH format (private, public)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public + " slurmserve\n"
+
+
+def bench_save_args(out: Path, metrics: Sequence[str], percentiles: Sequence[int],
+                    goodput: Sequence[str]) -> list[str]:
+    """vLLM's benchmark_serving flags (TRT-LLM's is a fork): fixed lengths, the unified
+    percentiles, goodput SLOs (`ttft:MS`), detailed JSON saved at `out`."""
+    argv = ["--ignore-eos", "--percentile-metrics", ",".join(metrics),
+            "--metric-percentiles", ",".join(map(str, percentiles))]
+    if goodput:
+        argv += ["--goodput", *goodput]
+    return argv + ["--save-result", "--save-detailed", "--result-dir", str(out.parent),
+                   "--result-filename", out.name]
+
+
+def renamed(raw: Mapping[str, Any], names: Mapping[str, str]) -> dict[str, Any]:
+    """`raw` with each `old` key also under its `new` name, unless `new` is already there."""
+    out = dict(raw)
+    for old, new in names.items():
+        if old in raw and new not in raw:
+            out[new] = raw[old]
+    return out

@@ -1,0 +1,133 @@
+"""Teardown: stop the serving step, remove this job's containers by label, drop secrets.
+
+Only containers labelled with our job IDs are ever removed; logs stay.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .. import runner, slurm
+from ..errors import LaunchError
+from ..render import render_template
+from ..runtimes import docker
+from ..slurm.steps import terminate
+from .context import RunContext
+from .launch import Launch
+from .watch import SERVE_STEP, Serving
+
+STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
+
+
+@dataclass(frozen=True)
+class Cleanup:
+    removed: int
+    unchecked: tuple[str, ...]  # nodes the cleanup could not check, and why
+
+
+def cleanup(ctx: RunContext, job_ids: list[str]) -> Cleanup:
+    """Remove containers labelled with these jobs on every node: the last word."""
+    script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB,
+                             stage_dir=ctx.spec.stage_dir)
+    try:
+        facts = ctx.steps.run_uninterruptible("cleanup", script, timeout=120).facts
+    except LaunchError as exc:
+        ctx.console.error(f"cleanup step failed: {exc}")
+        facts = None
+    unchecked = []
+    removed = 0
+    for rank, host in enumerate(ctx.nodes):
+        fact = facts.of(rank) if facts else {}
+        removed += int(fact.get("removed", "0"))
+        if "removed" not in fact:
+            unchecked.append(
+                f"{host}: its cleanup task did not answer (unreachable?); once the node is "
+                "back, SLURM ends the step there and its task stops the container")
+        elif fact.get("docker", "").startswith("error"):
+            unchecked.append(
+                f"{host}: docker does not answer ({fact['docker'].removeprefix('error: ')}); "
+                "a stopping dockerd stops its containers")
+    return Cleanup(removed, tuple(unchecked))
+
+
+def remove_leftovers(ctx: RunContext, jobs: list[str]) -> None:
+    """Containers of ours from jobs that are over (field failure 12); others untouched."""
+    if not jobs:
+        return
+    states = slurm.job_states(jobs)
+    finished = sorted(j for j, s in states.items() if s not in slurm.ACTIVE_STATES)
+    if finished:
+        removed = cleanup(ctx, finished).removed
+        ctx.console.phase("preflight", f"removed {removed} leftover container(s) of "
+                          f"finished job(s) {', '.join(finished)}")
+
+
+@dataclass(frozen=True)
+class Teardown:
+    cleanup: Cleanup | None  # None when nothing could or needed to be checked
+    job_ended: bool
+
+
+def teardown(ctx: RunContext, serving: Serving | None, bundle: Launch | None,
+             touched_nodes: bool) -> Teardown:
+    """Stop, clean, and say what is left. `touched_nodes`: any step ran on the nodes."""
+    if serving is not None and serving.proc.poll() is None:
+        ctx.console.phase("teardown", "stopping containers on every node")
+        _stop_serving_step(ctx, serving)
+    ended = touched_nodes and ctx.job_ended()
+    result = cleanup(ctx, [ctx.job.job_id]) if touched_nodes and not ended else None
+    if serving is not None:
+        serving.done.set()
+    if bundle is not None:
+        remove_secrets(bundle)
+    return Teardown(result, ended)
+
+
+def summary(ctx: RunContext, down: Teardown, launched: bool, seconds: float) -> str:
+    """The last line of a run: what is left where, and where the logs are."""
+    reason = f" ({ctx.stop_reason})" if ctx.stop_reason else ""
+    clean = down.cleanup
+    unchecked = clean.unchecked if clean else ()
+    checked = [n for n in ctx.nodes if not any(u.startswith(f"{n}: ") for u in unchecked)]
+    if down.job_ended:  # new steps are refused now, so no cleanup step could check
+        result = "SLURM ended the job's steps; " + (
+            "no container had been started" if not launched else
+            "each node's task stops its container on SLURM's SIGTERM (a node cut off: once "
+            "it is back; the next run removes leftovers by label)")
+    elif not unchecked:
+        result = f"no container of job {ctx.job.job_id} left"
+    else:
+        result = (f"no container of job {ctx.job.job_id} left on "
+                  f"{', '.join(checked) or 'no node'}; could not check "
+                  f"{'; '.join(unchecked)}; the next run removes leftovers by label")
+    removed = clean.removed if clean else 0
+    return (f"done in {seconds:.1f}s{reason}: {result}"
+            + (f" (cleanup removed {removed})" if removed else "")
+            + f"; logs kept in {ctx.run_dir}")
+
+
+def _stop_serving_step(ctx: RunContext, serving: Serving) -> None:
+    """SIGTERM to the step's tasks (each stops its container gracefully), then force."""
+    step = slurm.find_step(ctx.job.job_id, SERVE_STEP)
+    if step and slurm.signal_step(step, "TERM"):
+        try:
+            serving.proc.wait(STEP_STOP_GRACE_S)
+            return
+        except runner.TimeoutExpired:
+            ctx.console.phase("teardown", f"step {step} still running; forcing it")
+    terminate(serving.proc)
+
+
+def remove_secrets(bundle: Launch) -> None:
+    """Env files and per-job keys may hold secrets: gone at teardown (logs stay)."""
+    for node in bundle.nodes:
+        for path in (node.env_file, node.redact_file or ""):
+            if os.path.exists(path):
+                os.remove(path)
+        if node.files_dir:
+            secrets = os.path.join(node.files_dir, "secrets")
+            if os.path.isdir(secrets):
+                for name in os.listdir(secrets):
+                    os.remove(os.path.join(secrets, name))
+                os.rmdir(secrets)

@@ -1,0 +1,160 @@
+"""Job steps: render -> write -> one srun task per node -> facts, interruptible.
+
+Node scripts report to the driver in one line protocol, written by the `fact` function of
+templates/_facts.sh.j2 and parsed only here:
+
+    SLURMSERVE_FACT <TAB> rank <TAB> key <TAB> value
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from .. import runner
+from ..errors import LaunchError, Stopped
+from . import Job, srun_argv
+
+FACT = "SLURMSERVE_FACT"
+
+
+@dataclass(frozen=True)
+class Fact:
+    rank: int
+    key: str
+    value: str
+
+
+def parse_fact(line: str) -> Fact | None:
+    parts = line.rstrip("\n").split("\t", 3)
+    if len(parts) == 4 and parts[0] == FACT and parts[1].isdigit():
+        return Fact(int(parts[1]), parts[2], parts[3])
+    return None
+
+
+@dataclass
+class Facts:
+    """Every fact of a step, by rank; a key may repeat (e.g. one `check` per image check)."""
+
+    by_rank: dict[int, dict[str, list[str]]] = field(default_factory=dict)
+
+    def add(self, fact: Fact) -> None:
+        self.by_rank.setdefault(fact.rank, {}).setdefault(fact.key, []).append(fact.value)
+
+    def of(self, rank: int) -> dict[str, str]:
+        """The last value of each key a rank reported."""
+        return {k: v[-1] for k, v in self.by_rank.get(rank, {}).items()}
+
+    def all(self, rank: int, key: str) -> list[str]:
+        return list(self.by_rank.get(rank, {}).get(key, []))
+
+    def ranks(self) -> list[int]:
+        return sorted(self.by_rank)
+
+    def per_rank(self) -> dict[int, dict[str, str]]:
+        return {rank: self.of(rank) for rank in self.ranks()}
+
+
+def parse(text: str) -> Facts:
+    facts = Facts()
+    for line in text.splitlines():
+        fact = parse_fact(line)
+        if fact:
+            facts.add(fact)
+    return facts
+
+
+@dataclass(frozen=True)
+class StepResult:
+    code: int
+    out: str
+    facts: Facts
+
+
+class StepRunner:
+    """Runs rendered scripts as srun steps of one job, each writing its script to `run_dir`.
+
+    `stop` interrupts a running step (raising Stopped); `job_ended` tells a step that SLURM
+    ended with the job from one that failed on its own.
+    """
+
+    def __init__(self, job: Job, nodes: int, run_dir: str, stop: threading.Event,
+                 job_ended: Callable[[], bool]) -> None:
+        self.job = job
+        self.nodes = nodes  # the job's first `nodes` nodes run the steps
+        self.run_dir = run_dir
+        self.stop = stop
+        self.job_ended = job_ended
+
+    def write(self, name: str, script: str) -> str:
+        path = os.path.join(self.run_dir, f"{name}.sh")
+        with open(path, "w", encoding="utf-8") as fh:
+            fh.write(script)
+        return path
+
+    def argv(self, path: str, name: str, nodes: int | None = None) -> list[str]:
+        return srun_argv(self.job, ["bash", path], nodes=nodes or self.nodes,
+                         label=f"slurmserve-{name}")
+
+    def run(self, name: str, script: str, *, nodes: int | None = None, timeout: float = 3600,
+            on_fact: Callable[[Fact], None] | None = None) -> StepResult:
+        """Run to completion on every node (or the first `nodes`); Stopped on a stop."""
+        path = self.write(name, script)
+        if self.stop.is_set():
+            raise Stopped
+        proc = runner.start(self.argv(path, name, nodes))
+        lines: list[str] = []
+        facts = Facts()
+
+        def read() -> None:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                lines.append(line)
+                fact = parse_fact(line)
+                if fact:
+                    facts.add(fact)
+                    if on_fact:
+                        on_fact(fact)
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        deadline = time.monotonic() + timeout
+        while proc.poll() is None:
+            if self.stop.is_set() or time.monotonic() > deadline:
+                terminate(proc)
+                reader.join(5)
+                if self.stop.is_set():
+                    raise Stopped
+                raise LaunchError(f"{name} did not finish within {timeout:g}s")
+            time.sleep(0.05)
+        reader.join(5)
+        code = proc.returncode if proc.returncode is not None else proc.poll() or 0
+        if code != 0 and (self.stop.is_set() or self.job_ended()):
+            raise Stopped  # SLURM ended the step with the job: not a finding about the nodes
+        return StepResult(code, "".join(lines), facts)
+
+    def run_uninterruptible(self, name: str, script: str, *, timeout: float = 120) -> StepResult:
+        """For teardown: runs even after a stop was asked for."""
+        path = self.write(name, script)
+        result = runner.run(self.argv(path, name), timeout=timeout)
+        return StepResult(result.code, result.out, parse(result.out))
+
+    def start(self, name: str, path: str, nodes: int, label: str) -> runner.Process:
+        """A long-running step (the serving step); the caller reads its output."""
+        return runner.start(srun_argv(self.job, ["bash", path], nodes=nodes, label=label))
+
+
+def terminate(proc: runner.Process, grace: float = 5.0) -> None:
+    """SIGTERM srun (it forwards the signal to every task), then SIGKILL after `grace`."""
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except runner.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

@@ -1,0 +1,279 @@
+"""The whole `run` lifecycle in-process over the fake SLURM: real templates, real bash, a
+recording docker, no root. The sandbox cluster tests cover the same paths on real SLURM."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from slurmserve import api, load_spec, runner, state
+from slurmserve.console import Console
+from slurmserve.lifecycle import driver
+from slurmserve.slurm import Job
+
+from .fakeslurm import FakeSlurm
+
+MODEL = "tiny"
+
+
+def docker_save(path: Path, tag: str = "engine:1") -> str:
+    """A minimal `docker save` archive: manifest, config, one layer. Returns the image ID."""
+    config = json.dumps({"architecture": "amd64", "os": "linux"}).encode()
+    digest = "ab" * 32
+    members = {f"{digest}.json": config, "layer/layer.tar": b"\0" * 1024,
+               "manifest.json": json.dumps([{"Config": f"{digest}.json", "RepoTags": [tag],
+                                             "Layers": ["layer/layer.tar"]}]).encode()}
+    with tarfile.open(path, "w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return f"sha256:{digest}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def slurm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeSlurm]:
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    fake = FakeSlurm(tmp_path)
+    fake.set_control(model=MODEL)
+    with runner.use(fake):
+        yield fake
+    for step in fake.steps:  # nothing of a failed test keeps running
+        step.kill()
+    for pidfile in (tmp_path / "docker").glob("*/containers/*.json"):
+        with contextlib.suppress(OSError):
+            os.kill(json.loads(pidfile.read_text())["pid"], signal.SIGKILL)
+
+
+class Run:
+    """One `run` in this (main) thread, with what it printed."""
+
+    def __init__(self, slurm: FakeSlurm, tmp: Path, nodes: int = 1, **spec_fields) -> None:
+        self.slurm = slurm
+        self.tarball = tmp / "engine.tar"
+        self.image_id = docker_save(self.tarball)
+        fields = dict(engine="vllm", model="/models/m", served_model_name=MODEL,
+                      image=str(self.tarball), nodes=nodes, gpus="none", gpus_per_node=1,
+                      log_dir=str(tmp / "logs"), health_timeout=30, port=free_port())
+        fields.update(spec_fields)
+        self.spec = load_spec(**fields)
+        self.err = io.StringIO()
+        self.code: int | None = None
+        self.run_dir = tmp / "logs" / slurm.job_id
+
+    def __call__(self, capsys: pytest.CaptureFixture[str]) -> Run:
+        job = Job(self.slurm.job_id, self.slurm.nodes)
+        self.code = driver.run(self.spec, job, console=Console(self.err), follow_logs=False)
+        self.out = capsys.readouterr().out
+        return self
+
+    @property
+    def stderr(self) -> str:
+        return self.err.getvalue()
+
+    def record(self) -> state.JobRecord:
+        found = state.read(self.slurm.job_id)
+        assert found is not None
+        return found
+
+
+def when(predicate: Callable[[], bool], then: Callable[[], None], timeout: float = 30) -> None:
+    """In the background: once predicate() holds, do then()."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                then()
+                return
+            time.sleep(0.05)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def ready(run: Run) -> Callable[[], bool]:
+    def check() -> bool:
+        record = state.read(run.slurm.job_id)
+        return record is not None and record.status == state.Status.READY
+    return check
+
+
+def interrupt() -> None:
+    os.kill(os.getpid(), signal.SIGINT)
+
+
+def stop_marker(run: Run) -> Callable[[], None]:
+    return lambda: (run.run_dir / state.STOP_MARKER).write_text("now\n")
+
+
+def started(step_name: str, slurm: FakeSlurm) -> Callable[[], bool]:
+    return lambda: step_name in slurm.step_names()
+
+
+def test_ready_then_stop_leaves_nothing(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    endpoint = f"http://127.0.0.1:{run.spec.port}"
+    assert f"READY {endpoint} model={MODEL} nodes=1 engine=vllm" in run.out
+    assert f"OPENAI_BASE_URL={endpoint}/v1" in run.out
+    assert "(slurmserve stop)" in run.stderr and "no container of job 4242 left" in run.stderr
+    assert slurm.containers() == []
+    record = run.record()
+    assert record.status == state.Status.STOPPED and record.endpoint == endpoint
+    assert record.nodes[0].host == "n1" and record.image == run.image_id
+    assert record.cleanup_removed == 0
+    loads = slurm.docker_calls("load")
+    assert [node for node, _ in loads] == ["n1"]
+    engine = [argv for _, argv in slurm.docker_calls("run") if "--name" in argv]
+    assert engine and "slurmserve.job=4242" in engine[0]
+    assert not list(run.run_dir.glob("*.env")), "env files (secrets) must be gone"
+    assert slurm.step_names() == ["slurmserve-preflight", "slurmserve-distribute",
+                                  "slurmserve-serve", "slurmserve-cleanup"]
+
+
+def test_two_nodes_image_present_everywhere_is_not_loaded(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    for node in slurm.nodes:
+        slurm.give_image(node, run.image_id)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert "already on every node: skipped" in run.stderr
+    assert slurm.docker_calls("load") == []
+    assert "nodes=2" in run.out
+    assert {node for node, argv in slurm.docker_calls("run") if "--name" in argv} == {"n1", "n2"}
+    assert slurm.containers() == []
+
+
+def test_a_failing_rank_fails_the_run_with_its_log(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    slurm.set_control(healthy=False, exit={"1": [0.5, 7]})
+    run(capsys)
+    assert run.code == 1
+    assert "node n2 (rank 1): container slurmserve-4242-1 exited with code 7" in run.stderr
+    assert "slurmserve[1@n2]: FAILED:" in run.stderr
+    assert "fake engine: rank 1 exits with code 7" in run.stderr  # the log tail
+    assert run.record().status == state.Status.FAILED
+    assert slurm.containers() == []
+
+
+def test_preflight_failure_starts_nothing(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    slurm.set_control(docker_down=["n2"])
+    run(capsys)
+    assert run.code == 1
+    assert "preflight failed, nothing was started" in run.stderr
+    assert "node n2: docker is not reachable" in run.stderr
+    assert not [c for c in slurm.docker_calls() if c[1][0] in ("run", "load")]
+    assert "slurmserve-serve" not in slurm.step_names()
+
+
+@pytest.mark.parametrize("phase, setup, trigger", [
+    ("preflight", dict(delay={"version": 3}), "slurmserve-preflight"),
+    ("image load", dict(load_delay=5), "slurmserve-distribute"),
+    ("waiting for ready", dict(healthy=False), "slurmserve-serve"),
+])
+def test_ctrl_c_in_each_phase(slurm, tmp_path, capsys, phase, setup, trigger):
+    run = Run(slurm, tmp_path)
+    slurm.set_control(**setup)
+    when(started(trigger, slurm), lambda: (time.sleep(0.5), interrupt()))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert f"SIGINT during {phase}, stopping" in run.stderr
+    assert "READY" not in run.out
+    assert slurm.containers() == []
+    if phase != "waiting for ready":
+        assert not slurm.docker_calls("run"), "nothing may start after a stop"
+
+
+def test_ctrl_c_while_serving(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path)
+    when(ready(run), interrupt)
+    run(capsys)
+    assert run.code == 0
+    assert "SIGINT during serving" in run.stderr and "READY" in run.out
+    assert slurm.containers() == []
+    assert run.record().status == state.Status.STOPPED
+
+
+def test_ctrl_c_during_launch_names_the_containers_started(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    slurm.set_control(healthy=False, delay={"n2:ps-name": 30})  # n2 has not started its own
+    when(lambda: "container slurmserve-4242-0 started" in run.stderr, interrupt)
+    run(capsys)
+    assert "SIGINT during launch (1 of 2 containers started)" in run.stderr, run.stderr
+    assert slurm.containers() == []
+
+
+def test_scancel_while_serving(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path)
+    when(ready(run), slurm.cancel)
+    run(capsys)
+    assert run.code == 0
+    assert "job 4242 was ended by SLURM (CANCELLED" in run.stderr
+    assert "SLURM ended the job's steps" in run.stderr
+    deadline = time.monotonic() + 10
+    while slurm.containers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert slurm.containers() == [], "each node's task stops its container on SIGTERM"
+
+
+def test_leftovers_of_finished_jobs_are_removed_others_kept(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path)
+    slurm.give_image("n1", run.image_id, ["engine:1"])
+    env = {**slurm.env, "SLURMD_NODENAME": "n1"}
+    for name, job in (("slurmserve-99-0", "99"), ("slurmserve-98-0", "98"),
+                      ("someone-else", "")):
+        labels = ["--label", f"slurmserve.job={job}"] if job else []
+        subprocess.Popen([str(tmp_path / "bin" / "docker"), "run", "--rm", "--name", name,
+                          *labels, "--entrypoint", "sleep", "engine:1", "60"], env=env,
+                         stdout=subprocess.DEVNULL, start_new_session=True)
+    slurm.other_jobs = {"99": "COMPLETED", "98": "RUNNING"}
+    deadline = time.monotonic() + 10
+    while len(slurm.containers()) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert "removed 1 leftover container(s) of finished job(s) 99" in run.stderr
+    assert slurm.containers() == ["slurmserve-98-0", "someone-else"]
+
+
+def test_not_ready_in_time_fails_and_cleans(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, health_timeout=1.5)
+    slurm.set_control(healthy=False)
+    run(capsys)
+    assert run.code == 1
+    assert "not ready after 1.5s" in run.stderr
+    assert slurm.containers() == []
+
+
+def test_doctor_runs_preflight_and_starts_nothing(slurm, tmp_path, monkeypatch):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    monkeypatch.setenv("SLURM_JOB_ID", slurm.job_id)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-2]")
+    verdict, nodes = api.doctor(run.spec)
+    assert nodes == ["n1", "n2"] and not verdict.failures
+    assert {f.check for f in verdict.findings} >= {"step", "route", "docker", "image", "ports"}
+    assert not slurm.docker_calls("run") and not slurm.docker_calls("load")
+    assert slurm.step_names() == ["slurmserve-preflight", "slurmserve-cleanup"]
+
