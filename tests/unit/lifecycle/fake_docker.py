@@ -6,7 +6,8 @@ that serves HTTP answers /health, /v1/models and /v1/completions on its `--port`
 OpenAI-compatible server would. FAKE_CONTROL (JSON) steers faults:
 
     {"model": "m", "docker_down": ["n2"], "exit": {"1": [0.3, 7]}, "healthy": false,
-     "load_delay": 5, "delay": {"version": 3, "n2:ps-name": 30}}
+     "load_delay": 5, "load_fail": ["n2"], "prefetch_exit": 1,
+     "delay": {"version": 3, "n2:ps-name": 30}}
 """
 
 from __future__ import annotations
@@ -127,6 +128,9 @@ def stop(args: list[str]) -> int:
 
 def load(args: list[str]) -> int:
     time.sleep(float(CONTROL.get("load_delay", 0)))
+    if NODE in CONTROL.get("load_fail", []):
+        print("Error processing tar file(exit status 1): unexpected EOF", file=sys.stderr)
+        return 1
     from slurmserve.images import read_tarball
 
     if "--input" in args:
@@ -177,6 +181,10 @@ def run(args: list[str]) -> int:
         return subprocess.run(["sh", *command]).returncode
     if not delayed("run", name):
         return 0
+    if command[:1] == ["/slurmserve/hf_prefetch.py"]:  # the hub pre-fetch: a one-shot container
+        code = int(CONTROL.get("prefetch_exit", 0))
+        print("slurmserve: 401 Unauthorized" if code else f"fetched {command[1]}")
+        return code
     entry = {"id": f"{abs(hash(name)):x}"[:12], "name": name, "labels": labels, "pid": os.getpid()}
     (ROOT / "containers").mkdir(parents=True, exist_ok=True)
     (ROOT / "containers" / f"{name}.json").write_text(json.dumps(entry))

@@ -249,7 +249,7 @@ def test_leftovers_of_finished_jobs_are_removed_others_kept(slurm, tmp_path, cap
                           *labels, "--entrypoint", "sleep", "engine:1", "60"], env=env,
                          stdout=subprocess.DEVNULL, start_new_session=True)
     slurm.other_jobs = {"99": "COMPLETED", "98": "RUNNING"}
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while len(slurm.containers()) < 3 and time.monotonic() < deadline:
         time.sleep(0.05)
     when(ready(run), stop_marker(run))
@@ -277,3 +277,77 @@ def test_doctor_runs_preflight_and_starts_nothing(slurm, tmp_path, monkeypatch):
     assert not slurm.docker_calls("run") and not slurm.docker_calls("load")
     assert slurm.step_names() == ["slurmserve-preflight", "slurmserve-cleanup"]
 
+
+
+def fake_tool(slurm: FakeSlurm, name: str, output: str) -> None:
+    """A program on the nodes' PATH (the fake docker runs in-image checks on the host)."""
+    tool = slurm.tmp / "bin" / name
+    tool.write_text(f"#!/bin/sh\necho {output!r}\n")
+    tool.chmod(0o755)
+
+
+def test_ray_mode_checks_ray_inside_the_image_on_every_node(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=2, launch_mode="ray")
+    run(capsys)
+    assert run.code == 1
+    assert "image check failed, nothing was started" in run.stderr
+    assert "node n1: image check `ray --version` failed" in run.stderr
+    assert "node n2: image check `ray --version` failed" in run.stderr
+    assert "slurmserve-serve" not in slurm.step_names()
+
+
+def test_ray_mode_with_ray_in_the_image_goes_on_to_launch(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=2, launch_mode="ray")
+    fake_tool(slurm, "ray", "ray, version 2.60.0")
+    slurm.set_control(healthy=False)
+    when(started("slurmserve-serve", slurm), interrupt)
+    run(capsys)
+    assert "checked on 2 node(s): ray: ray, version 2.60.0" in run.stderr
+    assert "SIGINT during" in run.stderr and slurm.containers() == []
+
+
+def test_a_failed_load_names_the_node_and_the_fix(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp")
+    slurm.set_control(load_fail=["n2"])
+    run(capsys)
+    assert run.code == 1
+    assert "image distribution failed, nothing was started" in run.stderr
+    assert "node n2: error: docker load failed" in run.stderr
+    assert "looks corrupt or truncated" in run.stderr
+    assert not slurm.docker_calls("run")
+
+
+def test_sbcast_stages_the_tarball_once_on_node_local_storage(slurm, tmp_path, capsys):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    run = Run(slurm, tmp_path, stage="sbcast", stage_dir=str(stage))
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert [c for c in slurm.calls if c[0] == "sbcast"]
+    assert "once (sbcast fan-out)" in run.stderr
+    assert run.record().distribution["stage"] == "sbcast"
+    assert not list(stage.iterdir()), "the staged copy and the markers are removed"
+
+
+def test_hub_model_is_fetched_once_on_the_head(slurm, tmp_path, capsys):
+    cache = tmp_path / "hf"
+    run = Run(slurm, tmp_path, model="org/model", hf_cache=str(cache))
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    fetches = [(node, argv) for node, argv in slurm.docker_calls("run")
+               if "/slurmserve/hf_prefetch.py" in argv]
+    assert [node for node, _ in fetches] == ["n1"]
+    assert "HF_HUB_OFFLINE=0" in fetches[0][1] and "org/model" in fetches[0][1]
+    assert f"org/model is in {cache}" in run.stderr
+
+
+def test_a_failed_hub_fetch_starts_nothing(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, model="org/model", hf_cache=str(tmp_path / "hf"))
+    slurm.set_control(prefetch_exit=1)
+    run(capsys)
+    assert run.code == 1
+    assert "downloading org/model into" in run.stderr and "401 Unauthorized" in run.stderr
+    assert not [a for _, a in slurm.docker_calls("run") if "--name" in a and "-prefetch" not in
+                " ".join(a)]
