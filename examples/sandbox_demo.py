@@ -1,5 +1,7 @@
-"""`make demo`: serve a real model (vLLM, CPU build, a tiny random Qwen2) through slurmserve on
-the sandbox cluster, ask it one chat question with the `openai` client, and tear down.
+"""`make demo`: serve a real model (vLLM, CPU build, a tiny random Qwen2) through slurmserve
+across two sandbox nodes (vLLM's data-parallel mode: one engine per node, the second
+`--headless`, behind the head's one endpoint), ask it one chat question with the `openai`
+client through the printed endpoint, and tear down.
 
 Expects the sandbox to be up (`tests/cluster/sandbox up`); builds or reuses the vLLM CPU image.
 """
@@ -23,8 +25,9 @@ def main() -> int:
     tarball = subprocess.run([str(REPO / "containers/testing/build"), "vllm-cpu"], check=True,
                              stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
     log_dir = Path(tempfile.mkdtemp(prefix="slurmserve-demo-"))
-    argv = ["salloc", "--nodes=1", "--job-name=slurmserve-demo",
-            "slurmserve", "run", "vllm", "/models/tiny", "--image", tarball,
+    argv = ["salloc", "--nodes=2", "--job-name=slurmserve-demo",
+            "slurmserve", "run", "vllm", "/models/tiny", "--image", tarball, "--nodes", "2",
+            "--tp", "1", "--dp", "2",
             "--served-model-name", "tiny", "--gpus", "none", "--gpus-per-node", "1",
             "--health-timeout", "900", "--log-dir", str(log_dir), "--quiet-logs",
             "--", "--max-model-len", "512"]
@@ -50,7 +53,7 @@ def main() -> int:
     reply = client.chat.completions.create(
         model="tiny", messages=[{"role": "user", "content": "Say hello to the cluster."}],
         max_tokens=16, extra_body={"ignore_eos": True, "min_tokens": 8})
-    print(f"\nanswer from {endpoint} (real vLLM, random weights, so random words):")
+    print(f"\nanswer from {endpoint} (real vLLM on 2 nodes, random weights, so random words):")
     print(f"  {reply.choices[0].message.content!r}")
     print(f"  usage: {reply.usage.prompt_tokens} prompt + {reply.usage.completion_tokens} "
           f"completion tokens; ready after {ready_s:.0f}s\n", flush=True)

@@ -210,6 +210,7 @@ class JobStatus:
     engine: str | None = None
     image: str | None = None
     api_key: str | None = None  # where the endpoint's key comes from (env:VAR, file:PATH)
+    engine_version: str | None = None  # what the argument check found in the image
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,7 +304,7 @@ def status(job_ids: Sequence[str] | None = None, check_health: bool = True) -> l
             job=job_id, slurm_state=slurm_state.value, status=ours, endpoint=record.endpoint,
             model=record.model, nodes=tuple(record.hosts), healthy=healthy,
             run_dir=record.run_dir, engine=record.engine, image=record.image,
-            api_key=record.api_key))
+            api_key=record.api_key, engine_version=record.engine_version))
     return rows
 
 

@@ -115,6 +115,25 @@ class Program:
 FileSource = str | Rendered | Program
 
 
+def host_port(address: str, port: int | str) -> str:
+    """`address:port`, with an IPv6 address in brackets (`[fd00::1]:8000`), as every engine,
+    Ray, MPI and URL parser reads it; IPv4 addresses and names stay as they are."""
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+@dataclass(frozen=True)
+class ArgvCheck:
+    """An engine command line to run through that engine's own parser inside the image.
+
+    `parser` names it: "vllm" (the words after `vllm serve`, model first), "sglang" (after
+    `python -m sglang.launch_server`), "trtllm" (after `trtllm-serve`, model first) or "ray"
+    (after `ray start`).
+    """
+
+    parser: str
+    argv: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class NodePlan:
     """What one node runs: its container's command and environment, and its role."""
@@ -130,9 +149,10 @@ class NodePlan:
     secrets: tuple[str, ...] = ()  # per-job secret files launch.py provides in /slurmserve/secrets
     # (VAR, secret name): VAR holds that secret's value, in the node's 0600 env file only.
     secret_env: tuple[tuple[str, str], ...] = ()
-    wait_for: tuple[str, ...] = ()  # "IP:PORT" that must accept connections before start
+    wait_for: tuple[str, ...] = ()  # "IP:PORT" ("[IPv6]:PORT") that must accept connections first
     ports: tuple[int, ...] = ()  # ports this node must find free
     serves_http: bool = False
+    argv_checks: tuple[ArgvCheck, ...] = ()  # the engine command lines this node runs
 
 
 @dataclass(frozen=True)
@@ -163,7 +183,7 @@ class ClusterPlan:
 
     @property
     def endpoint(self) -> str:
-        return f"http://{self.head_address}:{self.port}"
+        return f"http://{host_port(self.head_address, self.port)}"
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

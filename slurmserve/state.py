@@ -57,6 +57,7 @@ class Phase(str, Enum):
     START = "start"
     PREFLIGHT = "preflight"
     IMAGE_LOAD = "image load"
+    ARGUMENT_CHECK = "argument check"
     MODEL_DOWNLOAD = "model download"
     LAUNCH = "launch"
     WAITING_FOR_READY = "waiting for ready"
@@ -112,6 +113,7 @@ class JobRecord:
     head: str | None = None
     port: int | None = None
     mode: str | None = None
+    engine_version: str | None = None  # what the argument check found, e.g. "vllm 0.32.0"
     nodes: tuple[NodeRecord, ...] = ()
     cleanup_removed: int | None = None
     cleanup_unchecked: tuple[str, ...] = ()

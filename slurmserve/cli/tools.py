@@ -129,17 +129,20 @@ def plan_command(emit_config: str | None, list_presets: bool, as_json: bool, **p
             click.echo("gpus:   " + ", ".join(data["gpus"]))
         return
     result = api.size(**params)  # a bad request is a SpecError naming its flag
+    spec = result.to_spec()
     if emit_config:
         import yaml
 
         with open(emit_config, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(result.to_spec(), fh, sort_keys=False)
+            yaml.safe_dump(spec, fh, sort_keys=False)
     if as_json:
         output.echo_json(result.to_dict())
     else:
         click.echo(result.table())
         if emit_config:
-            click.echo(f"wrote {emit_config}: slurmserve render --config {emit_config} "
+            # A plan sized by --params-b names no model: render/run take it as ENGINE MODEL.
+            model = "" if "model" in spec else f" {spec['engine']} MODEL"
+            click.echo(f"wrote {emit_config}: slurmserve render --config {emit_config}{model} "
                        "--image IMAGE.tar")
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -53,11 +55,37 @@ class Resolution:
 
 @dataclass(frozen=True)
 class NativeFlags:
-    """An engine's own spelling of slurmserve's unified fields, as pasted after `--`."""
+    """An engine's own spelling of slurmserve's unified fields, as pasted after `--`, and the
+    rules its parser applies to what users write (so `scan` reads flags as the engine will)."""
 
     values: Mapping[str, Sequence[str]]  # unified field -> engine flag aliases taking a value
     switches: Mapping[str, Sequence[str]]  # name -> boolean flag aliases
     owned: Sequence[str]  # flags slurmserve sets per node: refused after `--`
+    fold_underscores: bool = False  # vLLM: `--a_b` is `--a-b` (up to the first `.`)
+    abbreviations: bool = False  # argparse: an unambiguous prefix of an option means that option
+    others: Sequence[str] = ()  # more real options sharing our flags' prefixes (ambiguity)
+    config: str | None = None  # an options file the engine merges as flags (`--config FILE`)
+
+    def names(self) -> tuple[str, ...]:
+        """Every option string this table knows (all are the engine's real options)."""
+        return (*(a for v in self.values.values() for a in v),
+                *(a for v in self.switches.values() for a in v), *self.owned, *self.others,
+                *((self.config,) if self.config else ()))
+
+    def canonical(self, written: str) -> str | None:
+        """The option `written` (before any `=`) means by the engine's own rules, if known."""
+        name = written
+        if self.fold_underscores and name.startswith("--"):
+            head, dot, tail = name[2:].partition(".")
+            name = "--" + head.replace("_", "-") + dot + tail
+        known = self.names()
+        if name in known:
+            return name
+        if self.abbreviations and name.startswith("-") and len(name) > 2:
+            matches = {k for k in known if k.startswith(name)}
+            if len(matches) == 1:  # argparse refuses an ambiguous prefix itself
+                return matches.pop()
+        return None
 
 
 @dataclass(frozen=True)
@@ -106,18 +134,22 @@ class ApiTraits:
 
 
 def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[str]]:
-    """Find native values and switches in engine args; refuse flags slurmserve owns."""
+    """Find native values and switches in engine args, read by the engine's own spelling rules
+    (a repeated flag: the last one wins, as in argparse and click); refuse flags slurmserve owns."""
     values: dict[str, str] = {}
     switches: set[str] = set()
     by_alias = {alias: key for key, aliases in flags.values.items() for alias in aliases}
     switch_alias = {alias: key for key, aliases in flags.switches.items() for alias in aliases}
     i = 0
     while i < len(args):
-        arg = args[i]
-        name, has_eq, inline = arg.partition("=")
-        if name in flags.owned:
-            raise SpecError(f"{name} (after --)", "slurmserve sets this on each node itself",
-                            f"remove {name}; give --nodes to spread the engine over nodes")
+        written, has_eq, inline = args[i].partition("=")
+        name = flags.canonical(written) if written.startswith("-") else None
+        if name is not None and name in flags.owned:
+            raise owned_error(written, name, "after --")
+        if name is not None and name == flags.config and (has_eq or written != name):
+            raise SpecError(f"{written} (after --)", f"the engine reads its options file only from "
+                            f"a separate `{name} FILE` and ignores `{args[i]}` silently",
+                            f"write {name} FILE")
         if name in by_alias:
             if has_eq:
                 value = inline
@@ -125,23 +157,123 @@ def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[s
                 value = args[i + 1]
                 i += 1
             else:
-                raise SpecError(f"{name} (after --)", "is missing its value", f"write {name} VALUE")
-            key = by_alias[name]
-            if key in values and values[key] != value:
-                raise SpecError(f"{name} (after --)", f"is given twice ({values[key]}, {value})",
-                                "give it once")
-            values[key] = value
+                raise SpecError(f"{written} (after --)", "is missing its value",
+                                f"write {written} VALUE")
+            values[by_alias[name]] = value
         elif name in switch_alias and (not has_eq or inline.lower() in ("1", "true", "yes")):
             switches.add(switch_alias[name])
         i += 1
     return values, switches
 
 
-def refuse_key_flags(spec: ServeSpec, flags: Sequence[str]) -> None:
-    """A key given to the engine after `--` would sit on every command line: refuse it."""
+def owned_error(written: str, name: str, where: str) -> SpecError:
+    shown = written if written == name else f"{written} ({name})"
+    return SpecError(f"{shown} ({where})", "slurmserve sets this on each node itself",
+                     f"remove {written}; give --nodes to spread the engine over nodes")
+
+
+def config_path(spec: ServeSpec, path: str) -> str:
+    """Where slurmserve reads an engine options file: the path, else its source through a mount."""
+    if os.path.exists(path):
+        return path
+    for mount in spec.mounts:
+        if path == mount.target or path.startswith(mount.target.rstrip("/") + "/"):
+            local = mount.source + path[len(mount.target):]
+            if os.path.exists(local):
+                return local
+    return path
+
+
+def user_config(spec: ServeSpec, path: str, flag: str) -> Mapping[str, Any]:
+    """The parsed YAML mapping of an engine options file the user gave after `--`."""
+    local = config_path(spec, path)
+    try:
+        stat = os.stat(local)
+    except OSError as exc:
+        raise SpecError(f"{flag} (after --)", f"cannot read {path}: {exc.strerror}",
+                        "give a YAML file readable from here (slurmserve reads it to plan the "
+                        "layout), or mounted from one with --mount") from None
+    return read_config(local, stat.st_mtime_ns, stat.st_size, flag)
+
+
+@lru_cache(maxsize=8)
+def read_config(path: str, mtime_ns: int, size: int, flag: str = "--config") -> Mapping[str, Any]:
+    """The parsed file, read once while it stays the same (validate and the run both ask)."""
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise SpecError(f"{flag} (after --)", f"cannot read {path}: {exc.strerror}",
+                        "give a YAML file readable from here") from None
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise SpecError(f"{flag} (after --)", f"{path} is not valid YAML", "fix it") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{flag} (after --)", f"{path} must hold a mapping", "fix it")
+    return frozen(data)
+
+
+def config_args(config: Mapping[str, Any]) -> list[str]:
+    """A vLLM/SGLang options file as the flags the engine makes of it (`key: v` -> `--key v`)."""
+    args: list[str] = []
+    for key, value in config.items():
+        if isinstance(value, bool):
+            args += [f"--{key}"] if value else []
+        elif isinstance(value, list):
+            args += [f"--{key}", *map(str, value)] if value else []
+        else:
+            args += [f"--{key}", str(value)]
+    return args
+
+
+def with_config(spec: ServeSpec, flags: NativeFlags) -> tuple[list[str], Mapping[str, Any]]:
+    """The engine args as the engine parses them: a `--config FILE`'s keys first (the command
+    line wins), refusing the keys slurmserve owns as on the command line; and the parsed file."""
+    args = list(spec.engine_args)
+    if not flags.config or flags.config not in args:
+        return args, frozen({})
+    if args.count(flags.config) > 1:
+        raise SpecError(f"{flags.config} (after --)", "is given twice", "give one options file")
+    at = args.index(flags.config)
+    if at + 1 >= len(args):
+        raise SpecError(f"{flags.config} (after --)", "is missing its value",
+                        f"write {flags.config} FILE")
+    path = args[at + 1]
+    config = user_config(spec, path, flags.config)
+    extra = config_args(config)
+    for token in extra:
+        written = token.partition("=")[0]
+        name = flags.canonical(written) if token.startswith("--") else None
+        if name is not None and name in flags.owned:
+            raise owned_error(written.removeprefix("--"), name, f"in {flags.config} {path}")
+    return extra + args, config
+
+
+#: A user's `--config FILE` travels with the plan: the engine reads the copy slurmserve read.
+ENGINE_CONFIG = "engine-config.yaml"
+
+
+def shipped_config(args: Sequence[str], flags: NativeFlags, config: Mapping[str, Any]
+                   ) -> tuple[list[str], tuple[tuple[str, str], ...]]:
+    """Engine args whose `--config FILE` names the copy mounted in /slurmserve/, and that file
+    (nothing to ship without one); `with_config` checked the flag and read the file."""
+    out = list(args)
+    if not flags.config or flags.config not in out:
+        return out, ()
+    import yaml
+
+    at = out.index(flags.config) + 1
+    out[at] = f"/slurmserve/{ENGINE_CONFIG}"
+    return out, ((ENGINE_CONFIG, yaml.safe_dump(dict(config), sort_keys=False)),)
+
+
+def refuse_key_flags(spec: ServeSpec, flags: Sequence[str], table: NativeFlags) -> None:
+    """A key given to the engine after `--` would sit on every command line: refuse it (in any
+    spelling the engine's parser reads as that flag)."""
     for arg in spec.engine_args:
         name = arg.partition("=")[0]
-        if name in flags:
+        if name in flags or arg.startswith("-") and table.canonical(name) in flags:
             raise SpecError(f"{name} (after --)", "puts the key on the engine's command line "
                             "(visible in `ps`, rendered scripts and state)",
                             "give slurmserve --api-key env:VAR or file:PATH instead")
@@ -163,7 +295,7 @@ def merge(spec: ServeSpec, native: Mapping[str, str], keys: Iterable[str]) -> di
     for key in keys:
         unified = getattr(spec, key)
         raw = native.get(key)
-        value: Any = _native_int(key, raw) if raw is not None and key in _INT_KEYS else raw
+        value: Any = native_int(key, raw) if raw is not None and key in _INT_KEYS else raw
         if unified is not None and value is not None and unified != value:
             raise SpecError(f"--{key.replace('_', '-')}",
                             f"{unified} contradicts {value} given to the engine after --",
@@ -172,7 +304,7 @@ def merge(spec: ServeSpec, native: Mapping[str, str], keys: Iterable[str]) -> di
     return merged
 
 
-def _native_int(key: str, raw: str) -> int:
+def native_int(key: str, raw: str) -> int:
     try:
         value = int(raw)
     except ValueError:

@@ -1,10 +1,17 @@
 """SGLang: `python3 -m sglang.launch_server` on every node with --nnodes/--node-rank/--dist-init-addr.
 
 Rules (SGLang's check_server_args): EP is carved out of TP (ep divides tp); TP x PP must be
-divisible by the node count; DP across nodes needs --enable-dp-attention, and with DP attention
-the DP ranks live inside the TP group (GPUs = TP x PP, dp divides tp). Without it, DP replicas
-each take TP x PP GPUs on one node. Only node rank 0 serves HTTP: ranks >= 1 answer /health with
-a dummy 200, so readiness is polled on rank 0 only.
+divisible by the node count; DP across nodes needs DP attention, and with DP attention the DP
+ranks live inside the TP group (GPUs = TP x PP, dp divides tp). DP attention is spelt
+`--attn-dp-size N` (SGLang >= 0.5.23) or, deprecated until 2026-12-31, `--enable-dp-attention`
+with `--dp-size N`; `--dp-size` together with `--attn-dp-size` is refused by SGLang. Without it,
+DP replicas each take TP x PP GPUs on one node. Only node rank 0 serves the API: ranks >= 1
+answer /health with a dummy 200 on the same HTTP host:port, so that port must be free on every
+rank, and readiness is polled on rank 0 only.
+
+SGLang's parser is argparse: abbreviations are on (`--tp 16`), underscores are not folded,
+`--config FILE` passes a YAML file's keys verbatim as `--KEY` (the command line wins) and
+`--config=FILE` is ignored.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, NodePlan, PortBlock
+from ..plan import Allocation, ArgvCheck, ClusterPlan, NodePlan, PortBlock, host_port
 from ._common import (
     ApiCheck,
     ApiCheckFailed,
@@ -38,6 +45,8 @@ from ._common import (
     renamed,
     scan,
     serving_port,
+    shipped_config,
+    with_config,
 )
 
 if TYPE_CHECKING:
@@ -61,16 +70,21 @@ FLAGS = NativeFlags(
         "host": ("--host",),
         "served_model_name": ("--served-model-name",),
         "model": ("--model-path", "--model"),
+        "attn_dp": ("--attn-dp-size",),
     },
     switches={"dp_attention": ("--enable-dp-attention",), "metrics": ("--enable-metrics",)},
     owned=("--nnodes", "--node-rank", "--dist-init-addr", "--nccl-init-addr"),
+    abbreviations=True,
+    others=("--api-key", "--admin-api-key", "--enable-dp-lm-head"),
+    config="--config",
 )
 
 
 def validate(spec: ServeSpec) -> None:
     one_mode(spec, "SGLang", MODES)
-    refuse_key_flags(spec, ("--api-key", "--admin-api-key"))
-    if spec.api_key and any(a.partition("=")[0] == "--config" for a in spec.engine_args):
+    refuse_key_flags(spec, ("--api-key", "--admin-api-key"), FLAGS)
+    if spec.api_key and any(a.startswith("-") and FLAGS.canonical(a.partition("=")[0]) == "--config"
+                            for a in spec.engine_args):
         raise SpecError("--config (after --)", "SGLang reads one --config file, and slurmserve "
                         "passes the API key in it", "give those options after -- as flags, or "
                         "drop --api-key")
@@ -86,12 +100,21 @@ job_secrets = no_job_secrets
 
 
 def resolve(spec: ServeSpec) -> Resolution:
-    native, switches = scan(spec.engine_args, FLAGS)
-    merged = merge(spec, native, ("tp", "pp", "dp", "ep", "port", "host", "served_model_name"))
+    args, config = with_config(spec, FLAGS)
+    native, switches = scan(args, FLAGS)
     if "model" in native and native["model"] != spec.model:
         raise SpecError("--model-path (after --)", f"'{native['model']}' contradicts MODEL "
                         f"'{spec.model}'", "give the model once, as MODEL")
-    dp_attention = "dp_attention" in switches
+    attn_dp = native.get("attn_dp")
+    if attn_dp is not None:
+        if "dp" in native:
+            raise SpecError("--attn-dp-size (after --)", f"SGLang refuses --dp-size "
+                            f"{native['dp']} with --attn-dp-size {attn_dp} (DP replicas with "
+                            "attention DP)", "give the attention-DP size once: --dp N or "
+                            "--attn-dp-size N")
+        native["dp"] = attn_dp  # slurmserve's --dp is SGLang's attention-DP size then
+    merged = merge(spec, native, ("tp", "pp", "dp", "ep", "port", "host", "served_model_name"))
+    dp_attention = "dp_attention" in switches or attn_dp is not None
     tp, pp, dp = default_layout(spec, merged["tp"], merged["pp"], merged["dp"])
     ep = merged["ep"] or 1
     if tp % ep:
@@ -99,7 +122,7 @@ def resolve(spec: ServeSpec) -> Resolution:
                         "choose an --ep that divides --tp (e.g. --tp 8 --ep 2)")
     if dp_attention:
         if tp % dp:
-            raise SpecError("--dp", f"with --enable-dp-attention, dp {dp} must divide tp {tp}",
+            raise SpecError("--dp", f"with DP attention, dp {dp} must divide tp {tp}",
                             "choose a --dp that divides --tp")
         world, what = tp * pp, "TP x PP (DP attention inside TP)"
     else:
@@ -107,7 +130,8 @@ def resolve(spec: ServeSpec) -> Resolution:
     nodes = fit(spec, world, what)
     if nodes > 1 and dp > 1 and not dp_attention:
         raise SpecError("--dp", "SGLang runs DP across nodes only with DP attention",
-                        "add -- --enable-dp-attention, or use one node per replica")
+                        "add -- --attn-dp-size N (or --enable-dp-attention), or use one node "
+                        "per replica")
     if nodes > 1 and (tp * pp) % nodes:
         raise SpecError("--tp", f"SGLang needs TP x PP ({tp * pp}) divisible by the node count "
                         f"({nodes})", "change --tp/--pp or --nodes")
@@ -116,7 +140,7 @@ def resolve(spec: ServeSpec) -> Resolution:
     port, explicit = http_port(merged, DEFAULT_PORT)
     return Resolution(parallel=par, mode="nnodes" if nodes > 1 else "single", port=port,
                       port_explicit=explicit, model_name=model_name(spec, native),
-                      native=frozen(native), switches=frozenset(switches))
+                      native=frozen(native), switches=frozenset(switches), config=config)
 
 
 def listen_ports(spec: ServeSpec, res: Resolution, block: PortBlock, nodes: int
@@ -125,8 +149,9 @@ def listen_ports(spec: ServeSpec, res: Resolution, block: PortBlock, nodes: int
 
 
 def _ports(res: Resolution, block: PortBlock, http: int) -> dict[int, tuple[int, ...]]:
-    """Rank 0 serves HTTP and holds the dist-init rendezvous."""
-    return {r: (http, block.rendezvous) if r == 0 else () for r in range(res.parallel.nodes)}
+    """Rank 0 serves HTTP and holds the dist-init rendezvous; ranks >= 1 run SGLang's dummy
+    health server on the same HTTP port (engine.py launch_dummy_health_check_server)."""
+    return {r: (http, block.rendezvous) if r == 0 else (http,) for r in range(res.parallel.nodes)}
 
 
 def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> ClusterPlan:
@@ -138,10 +163,11 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
     argv = ["python3", "-m", "sglang.launch_server"]
     if "model" not in native:
         argv += ["--model-path", spec.model]
+    attn_dp = "attn_dp" in native  # then --dp is the attention-DP size the user gave there
     for key, flag, value, needed in (
         ("tp", "--tp-size", par.tp, True),
         ("pp", "--pp-size", par.pp, par.pp > 1),
-        ("dp", "--dp-size", par.dp, par.dp > 1),
+        ("dp", "--dp-size", par.dp, par.dp > 1 and not attn_dp),
         ("ep", "--ep-size", par.ep, par.ep > 1),
         ("host", "--host", spec.host, True),
         ("port", "--port", port, True),
@@ -152,22 +178,23 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
             argv += [flag, str(value)]
     if "metrics" not in res.switches:
         argv.append("--enable-metrics")  # SGLang serves /metrics only when asked
-    argv += list(spec.engine_args)
+    user_args, shipped = shipped_config(spec.engine_args, FLAGS, res.config)
+    argv += user_args
     nodes = alloc.nodes[: par.nodes]
     plans = []
     for rank, node in enumerate(nodes):
         command = list(argv)
         if par.nodes > 1:
             command += ["--nnodes", str(par.nodes), "--node-rank", str(rank),
-                        "--dist-init-addr", f"{head}:{rendezvous}"]
+                        "--dist-init-addr", host_port(head, rendezvous)]
         keyed = bool(spec.api_key) and rank == 0  # only rank 0 serves HTTP
         if keyed:
             command += ["--config", API_KEY_PATH]
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="head" if rank == 0 else "worker", command=tuple(command),
-            secrets=(API_KEY_FILE,) if keyed else (), ports=ports[rank],
-            serves_http=rank == 0))
+            files=shipped, secrets=(API_KEY_FILE,) if keyed else (), ports=ports[rank],
+            serves_http=rank == 0, argv_checks=(ArgvCheck("sglang", tuple(command[3:])),)))
     return ClusterPlan(
         engine=NAME, mode=res.mode, job_id=alloc.job_id, model_name=res.model_name,
         head_address=head, port=port, world_size=par.world, parallel=par.as_dict(),

@@ -4,21 +4,37 @@ The head container runs `mpirun -np WORLD -H ip:G,... trtllm-llmapi-launch trtll
 rank 0 serves HTTP, the other ranks are TRT-LLM workers. Worker containers run only sshd on this
 job's port with a per-job key (mpirun reaches them over ssh), so ntasks always equals the world
 size and no MPI spawning happens inside the SLURM step (field failure 15). Parallel settings go
-through TRT-LLM's YAML config (`--config`): a user config given after `--` is merged with them.
+through TRT-LLM's YAML of LLM API fields: a user file given after `--` is merged with them.
 EP subdivides TP (moe_tp x ep = tp); DP means attention DP over the TP ranks (dp = tp).
+
+Versions: trtllm-serve 1.1.0 has only `--tp_size/--pp_size/--ep_size` and
+`--extra_llm_api_options`; 1.2.0 adds `--config` (an alias of it) and the long spellings
+(`--tensor_parallel_size`, ...). Its parser is click: no abbreviations, no dash/underscore
+folding. slurmserve generates only what both accept (`--extra_llm_api_options`), takes both
+spellings from users, and moves the parallel flags and the user's file into the merged YAML, so
+either spelling runs on either version. The YAML overrides the command line in TRT-LLM, so its
+parallel keys count as native values like the flags.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, PortBlock, Readiness, Rendered
+from ..plan import (
+    Allocation,
+    ArgvCheck,
+    ClusterPlan,
+    ImageCheck,
+    NodePlan,
+    PortBlock,
+    Readiness,
+    Rendered,
+    host_port,
+)
 from ..render import render_template
 from ._common import (
     ApiTraits,
@@ -32,12 +48,15 @@ from ._common import (
     frozen,
     http_port,
     merge,
+    native_int,
     no_key_files,
     one_mode,
+    read_config,
     renamed,
     scan,
     serving_port,
     ssh_keypair,
+    user_config,
 )
 
 if TYPE_CHECKING:
@@ -50,20 +69,28 @@ CONFIG_PATH = "/slurmserve/trtllm-config.yaml"
 #: mpirun reaches the worker containers over ssh with this per-job key pair.
 SSH_KEY = ("ssh_key", "ssh_key.pub")
 
+#: The options file flag both 1.1.0 and 1.2.0 accept (1.2.0's `--config` is an alias of it).
+CONFIG_FLAG = "--extra_llm_api_options"
 FLAGS = NativeFlags(
     values={
         "tp": ("--tp_size", "--tensor_parallel_size"),
         "pp": ("--pp_size", "--pipeline_parallel_size"),
         "ep": ("--ep_size", "--moe_expert_parallel_size"),
+        "cp": ("--cp_size", "--context_parallel_size"),
+        "gpus_per_node": ("--gpus_per_node",),
         "port": ("--port",),
         "host": ("--host",),
-        "config": ("--config", "--extra_llm_api_options"),
+        "config": ("--config", CONFIG_FLAG),
     },
     switches={},
     owned=(),
 )
+#: LLM API fields of the YAML that are slurmserve's layout (the YAML wins over the CLI).
 _YAML_KEYS = {"tp": "tensor_parallel_size", "pp": "pipeline_parallel_size",
-              "ep": "moe_expert_parallel_size"}
+              "ep": "moe_expert_parallel_size", "cp": "context_parallel_size",
+              "gpus_per_node": "gpus_per_node"}
+#: Flags whose values move into the merged YAML (so the 1.2.0-only spellings work on 1.1.0).
+_TO_YAML = ("tp", "pp", "ep", "cp", "config")
 
 
 def validate(spec: ServeSpec) -> None:
@@ -87,52 +114,40 @@ def job_secrets(names: frozenset[str]) -> dict[str, str]:
     return dict(zip(SSH_KEY, ssh_keypair(), strict=True)) if names & set(SSH_KEY) else {}
 
 
-def _user_config(native: Mapping[str, str]) -> Mapping[str, Any]:
-    path = native.get("config")
-    if path is None:
-        return frozen({})
-    try:
-        stat = os.stat(path)
-    except OSError as exc:
-        raise SpecError("--config (after --)", f"cannot read {path}: {exc.strerror}",
-                        "give a TRT-LLM YAML config readable from here") from None
-    return _read_config(path, stat.st_mtime_ns, stat.st_size)
-
-
-@lru_cache(maxsize=8)
-def _read_config(path: str, mtime_ns: int, size: int) -> Mapping[str, Any]:
-    """The parsed file, read once while it stays the same (validate and the run both ask)."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise SpecError("--config (after --)", f"cannot read {path}: {exc.strerror}",
-                        "give a TRT-LLM YAML config readable from here") from None
-    except yaml.YAMLError:
-        raise SpecError("--config (after --)", f"{path} is not valid YAML", "fix it") from None
-    if not isinstance(data, dict):
-        raise SpecError("--config (after --)", f"{path} must hold a mapping", "fix it")
-    return frozen(data)
+_read_config = read_config  # one cache for every engine's options files
 
 
 def resolve(spec: ServeSpec) -> Resolution:
     native, _ = scan(spec.engine_args, FLAGS)
-    config = _user_config(native)
+    path = native.get("config")
+    config = frozen({}) if path is None else user_config(spec, path, "--config")
     for key, yaml_key in _YAML_KEYS.items():
         if yaml_key in config:
             value = str(config[yaml_key])
             if key in native and native[key] != value:
                 raise SpecError(f"{yaml_key} (in --config)", f"{value} contradicts "
-                                f"--{key}_size {native[key]}", "give it once")
+                                f"{FLAGS.values[key][0]} {native[key]}", "give it once")
             native[key] = value
+    if "model" in config:
+        raise SpecError("model (in --config)", "overrides MODEL in trtllm-serve (the YAML wins "
+                        "over the command line)", "remove it; give the model as MODEL")
+    if native.get("cp", "1") != "1":
+        raise SpecError("--cp_size (after --)", "slurmserve does not plan TRT-LLM context "
+                        "parallelism (its GPUs are not counted)", "remove it")
+    gpn = native.get("gpus_per_node")
+    if gpn is not None and native_int("gpus_per_node", gpn) != spec.gpus_per_node:
+        raise SpecError("--gpus_per_node (after --)", f"{gpn} contradicts --gpus-per-node "
+                        f"{spec.gpus_per_node}", "give it once, as --gpus-per-node")
     merged = merge(spec, native, ("tp", "pp", "ep", "port", "host"))
     tp, pp, _ = default_layout(spec, merged["tp"], merged["pp"], 1)
     ep = merged["ep"] or 1
     if tp % ep:
         raise SpecError("--ep", f"TRT-LLM's EP subdivides TP (moe_tp x ep = tp): ep {ep} does not "
                         f"divide tp {tp}", "choose an --ep that divides --tp")
+    moe_tp = config.get("moe_tensor_parallel_size")
+    if moe_tp is not None and ep > 1 and moe_tp != tp // ep:
+        raise SpecError("moe_tensor_parallel_size (in --config)", f"{moe_tp} contradicts tp {tp} "
+                        f"/ ep {ep} = {tp // ep}", "remove it (slurmserve derives it)")
     dp_attention = bool(config.get("enable_attention_dp"))
     dp = spec.dp or (tp if dp_attention else 1)
     if dp > 1 and dp != tp:
@@ -173,13 +188,14 @@ def _config_yaml(par: Parallel, user: Mapping[str, Any]) -> str:
 
 
 def _serve_args(spec: ServeSpec) -> list[str]:
-    """Engine args with a user's --config swapped for the merged config file."""
+    """Engine args without the flags the merged YAML carries (the user's file, the layout)."""
+    moved = {alias for key in _TO_YAML for alias in FLAGS.values[key]}
     args = list(spec.engine_args)
     out: list[str] = []
     i = 0
     while i < len(args):
         name, has_eq, _ = args[i].partition("=")
-        if name in FLAGS.values["config"]:
+        if name in moved:
             i += 1 if has_eq else 2
             continue
         out.append(args[i])
@@ -199,11 +215,12 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
         serve += ["--host", spec.host]
     if "port" not in native:
         serve += ["--port", str(port)]
-    serve += ["--config", CONFIG_PATH, *_serve_args(spec)]
+    serve += [CONFIG_FLAG, CONFIG_PATH, *_serve_args(spec)]
+    checks = (ArgvCheck("trtllm", tuple(serve[1:])),)  # MPI ranks on every node run it
     per_node = min(spec.gpus_per_node, par.world)
     launcher = render_template(
         "trtllm_launch.sh.j2", world=par.world, serve=serve,
-        hosts=",".join(f"{n.address}:{per_node}" for n in nodes),
+        hosts=",".join(host_port(n.address, per_node) for n in nodes),
         multi_node=len(nodes) > 1, ssh_port=ssh_port, ifname=head.ifname)
     config = _config_yaml(par, res.config)
     worker = Rendered("mpi_worker.sh.j2", (("ssh_port", ssh_port),))
@@ -212,15 +229,15 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
         rank=0, host=head.name, address=head.address, ifname=head.ifname, role="mpi-launcher",
         command=("bash", "/slurmserve/trtllm-launch.sh"),
         files=(("trtllm-launch.sh", launcher), ("trtllm-config.yaml", config)),
-        secrets=secrets, wait_for=tuple(f"{n.address}:{ssh_port}" for n in nodes[1:]),
-        ports=ports[0], serves_http=True)]
+        secrets=secrets, wait_for=tuple(host_port(n.address, ssh_port) for n in nodes[1:]),
+        ports=ports[0], serves_http=True, argv_checks=checks)]
     for rank, node in enumerate(nodes[1:], start=1):
         plans.append(NodePlan(
             rank=rank, host=node.name, address=node.address, ifname=node.ifname,
             role="mpi-worker", command=("bash", "/slurmserve/mpi-worker.sh"),
             # Ranks on this node run the same command line, config path included.
             files=(("mpi-worker.sh", worker), ("trtllm-config.yaml", config)), secrets=secrets,
-            ports=ports[rank]))
+            ports=ports[rank], argv_checks=checks))
     return ClusterPlan(
         engine=NAME, mode=res.mode, job_id=alloc.job_id, model_name=res.model_name,
         head_address=head.address, port=port,

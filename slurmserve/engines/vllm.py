@@ -4,7 +4,9 @@ Modes (`--launch-mode`, default auto):
 - single: one node, `vllm serve`.
 - ray: TP x PP spans nodes. Ray head + workers, each `ray start` pinned to the node's IP and
   this job's ports; the head waits (node/ray_wait.py) until Ray lists every node and GPU, then
-  `vllm serve --distributed-executor-backend ray` (with `--data-parallel-backend ray` when DP > 1).
+  `vllm serve --distributed-executor-backend ray`. With DP > 1 also `--data-parallel-backend
+  ray` and, as vLLM's placement needs, `--data-parallel-size-local GPUS_PER_NODE / (TP x PP)`
+  when a replica fits in a node, else `VLLM_RAY_DP_PACK_STRATEGY=span` (replicas span nodes).
 - mp: vLLM's own multi-node executor: `--nnodes N --node-rank R --master-addr HEAD`, with
   `--headless` on every node but the head. No Ray involved.
 - dp: data parallel over nodes with replicas inside a node (TP x PP <= GPUs per node):
@@ -23,7 +25,17 @@ from typing import TYPE_CHECKING, Any
 
 from .. import envfile
 from ..errors import SpecError
-from ..plan import Allocation, ClusterPlan, ImageCheck, NodePlan, PortBlock, Program, Rendered
+from ..plan import (
+    Allocation,
+    ArgvCheck,
+    ClusterPlan,
+    ImageCheck,
+    NodePlan,
+    PortBlock,
+    Program,
+    Rendered,
+    host_port,
+)
 from ._common import (
     ApiTraits,
     NativeFlags,
@@ -37,11 +49,14 @@ from ._common import (
     http_port,
     merge,
     model_name,
+    native_int,
     no_job_secrets,
     no_key_files,
     refuse_key_flags,
     scan,
     serving_port,
+    shipped_config,
+    with_config,
 )
 
 if TYPE_CHECKING:
@@ -62,11 +77,15 @@ RAY_PORTS = {
     "min-worker-port": 50, "max-worker-port": 99,
 }
 
+#: vLLM's FlexibleArgumentParser: `--a_b` is `--a-b`, argparse abbreviations (`--tensor 4`),
+#: the last of a repeated flag wins, `--config FILE` (its own token) merges a YAML file's keys
+#: as flags right after the model (the command line wins); `--config=FILE` is ignored.
 FLAGS = NativeFlags(
     values={
         "tp": ("--tensor-parallel-size", "-tp"),
         "pp": ("--pipeline-parallel-size", "-pp"),
         "dp": ("--data-parallel-size", "-dp"),
+        "dp_local": ("--data-parallel-size-local", "-dpl"),
         "port": ("--port",),
         "host": ("--host",),
         "served_model_name": ("--served-model-name",),
@@ -77,14 +96,23 @@ FLAGS = NativeFlags(
     owned=(
         "--nnodes", "-n", "--node-rank", "-r", "--master-addr", "--master-port", "--headless",
         "--data-parallel-address", "-dpa", "--data-parallel-rpc-port", "-dpp",
-        "--data-parallel-start-rank", "-dpr", "--data-parallel-size-local", "-dpl",
-        "--data-parallel-rank", "-dpn",
+        "--data-parallel-start-rank", "-dpr", "--data-parallel-rank", "-dpn",
     ),
+    fold_underscores=True,
+    abbreviations=True,
+    others=("--api-key", "--data-parallel-hybrid-lb", "--data-parallel-external-lb",
+            "--enable-eplb", "--config-format"),
+    config="--config",
 )
+#: vLLM's Ray DP placement packs replicas that span nodes only with this strategy.
+RAY_DP_PACK = ("VLLM_RAY_DP_PACK_STRATEGY", "span")
+# `ray start --block` drains for 30 s on SIGTERM (Ray 2.60, node.py): longer than docker stop
+# waits, so a worker outlived every stop by 10 s. The job is ending: no drain.
+RAY_NO_DRAIN = ("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S", "0")
 
 
 def validate(spec: ServeSpec) -> None:
-    refuse_key_flags(spec, ("--api-key",))
+    refuse_key_flags(spec, ("--api-key",), FLAGS)
     if spec.api_key is None and spec.env_file and any(
             key == API_KEY_ENV for key, _ in envfile.pairs(spec.env_file)):
         raise SpecError("--env-file", f"{API_KEY_ENV} in it makes the endpoint require a key "
@@ -99,7 +127,8 @@ job_secrets = no_job_secrets
 
 
 def resolve(spec: ServeSpec) -> Resolution:
-    native, switches = scan(spec.engine_args, FLAGS)
+    args, config = with_config(spec, FLAGS)
+    native, switches = scan(args, FLAGS)
     merged = merge(spec, native, ("tp", "pp", "dp", "port", "host", "served_model_name"))
     tp, pp, dp = default_layout(spec, merged["tp"], merged["pp"], merged["dp"])
     expert = "expert_parallel" in switches
@@ -113,9 +142,33 @@ def resolve(spec: ServeSpec) -> Resolution:
     par = Parallel(tp=tp, pp=pp, dp=dp, ep=ep if expert else 1, world=world,
                    nodes=fit(spec, world, "TP x PP x DP"), expert_parallel=expert)
     port, explicit = http_port(merged, DEFAULT_PORT)
-    return Resolution(parallel=par, mode=_mode(spec, par, native.get("executor")), port=port,
+    mode = _mode(spec, par, native.get("executor"))
+    _check_dp_local(spec, par, mode, native.get("dp_local"))
+    return Resolution(parallel=par, mode=mode, port=port,
                       port_explicit=explicit, model_name=model_name(spec, native),
-                      native=frozen(native), switches=frozenset(switches))
+                      native=frozen(native), switches=frozenset(switches), config=config)
+
+
+def dp_local(spec: ServeSpec, par: Parallel) -> int | None:
+    """DP ranks per node: whole replicas inside a node; None when a replica spans nodes (Ray
+    then places each one over nodes with VLLM_RAY_DP_PACK_STRATEGY=span)."""
+    replica = par.tp * par.pp
+    return spec.gpus_per_node // replica if replica <= spec.gpus_per_node else None
+
+
+def _check_dp_local(spec: ServeSpec, par: Parallel, mode: str, given: str | None) -> None:
+    """`--data-parallel-size-local` after `--` must be what slurmserve would give each node."""
+    if given is None:
+        return
+    if mode == "mp" or par.dp == 1:
+        raise SpecError("--data-parallel-size-local (after --)", f"means nothing without DP "
+                        f"(mode {mode}, DP {par.dp})", "remove it")
+    want = par.dp if mode == "single" else dp_local(spec, par) or 1
+    if native_int("dp_local", given) != want:
+        raise SpecError("--data-parallel-size-local (after --)",
+                        f"{given} contradicts the layout: {want} DP rank(s) per node "
+                        f"(TP x PP = {par.tp * par.pp} on {spec.gpus_per_node} GPUs per node)",
+                        f"remove it (slurmserve gives {want}) or change --tp/--pp/--dp")
 
 
 def _mode(spec: ServeSpec, par: Parallel, executor: str | None) -> str:
@@ -142,6 +195,11 @@ def _mode(spec: ServeSpec, par: Parallel, executor: str | None) -> str:
         raise SpecError("--launch-mode", f"dp needs whole replicas (TP x PP = {replica}) inside "
                         f"each node of {spec.gpus_per_node} GPUs",
                         "use --launch-mode ray, or make TP x PP divide --gpus-per-node")
+    if chosen == "ray" and par.dp > 1 and (replica % spec.gpus_per_node if replica > spec.gpus_per_node
+                                           else spec.gpus_per_node % replica):
+        raise SpecError("--tp/--pp/--dp", f"vLLM's Ray DP places whole replicas (TP x PP = "
+                        f"{replica}) in a node, or over whole nodes, of {spec.gpus_per_node} GPUs",
+                        "make TP x PP divide --gpus-per-node, or a multiple of it")
     if chosen == "mp" and par.dp > 1:
         raise SpecError("--launch-mode", "mp (vLLM --nnodes) spans one replica over nodes, "
                         "not DP replicas", "use --launch-mode dp or ray for DP > 1")
@@ -176,23 +234,33 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
     block = alloc.ports
     ports = _ports(res, block, port)
     base = _serve_argv(spec, res, port)
+    shipped = shipped_config(spec.engine_args, FLAGS, res.config)[1]  # the user's --config file
     nodes = alloc.nodes[: par.nodes]
     plans: list[NodePlan] = []
     for rank, node in enumerate(nodes):
         env = [("VLLM_HOST_IP", node.address)]
         common = dict(rank=rank, host=node.name, address=node.address, ifname=node.ifname,
                       ports=ports[rank])
+        serving = dict(common, files=shipped)
         if chosen == "single":
-            plans.append(NodePlan(**common, role="server", command=tuple(base), env=tuple(env),
-                                  serves_http=True))
+            plans.append(NodePlan(**serving, role="server", command=tuple(base), env=tuple(env),
+                                  serves_http=True, argv_checks=_vllm_check(base)))
         elif chosen == "ray":
-            ray_env = env + [("RAY_NODE_IP_ADDRESS", node.address),
-                             ("RAY_OVERRIDE_NODE_IP_ADDRESS", node.address)]
+            # Only --node-ip-address pins Ray's address (Ray 2.60 reads no variable for it).
             ray_start = _ray_start(spec, node.address, head, block, rank == 0)
+            if RAY_NO_DRAIN[0] not in spec.env_dict:
+                env.append(RAY_NO_DRAIN)
             if rank == 0:
                 serve = base + _missing(native, "executor", ["--distributed-executor-backend", "ray"])
+                head_env = list(env)
                 if par.dp > 1:
                     serve += _missing(native, "dp_backend", ["--data-parallel-backend", "ray"])
+                    local = dp_local(spec, par)
+                    if local is not None:
+                        serve += _missing(native, "dp_local",
+                                          ["--data-parallel-size-local", str(local)])
+                    elif RAY_DP_PACK[0] not in spec.env_dict:
+                        head_env.append(RAY_DP_PACK)
                 script = Rendered("ray_head.sh.j2", (
                     ("ray_start", tuple(ray_start)), ("serve", tuple(serve)),
                     ("nodes", len(nodes)), ("client_port", block.at(RAY_CLIENT)),
@@ -201,31 +269,36 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
                     ("timeout", int(spec.health_timeout))))
                 plans.append(NodePlan(
                     **common, role="ray-head", command=("bash", "/slurmserve/ray-head.sh"),
-                    env=tuple(ray_env),
-                    files=(("ray-head.sh", script), ("ray_wait.py", Program("ray_wait.py"))),
-                    serves_http=True))
+                    env=tuple(head_env),
+                    files=(("ray-head.sh", script), ("ray_wait.py", Program("ray_wait.py")),
+                           *shipped),
+                    serves_http=True,
+                    argv_checks=(ArgvCheck("ray", tuple(ray_start[2:])),
+                                 ArgvCheck("vllm", tuple(serve[2:])))))
             else:
+                argv = ray_start + ["--block"]
                 plans.append(NodePlan(
-                    **common, role="ray-worker", command=tuple(ray_start + ["--block"]),
-                    env=tuple(ray_env), wait_for=(f"{head}:{block.at(RAY_GCS)}",)))
+                    **common, role="ray-worker", command=tuple(argv), env=tuple(env),
+                    wait_for=(host_port(head, block.at(RAY_GCS)),),
+                    argv_checks=(ArgvCheck("ray", tuple(argv[2:])),)))
         elif chosen == "mp":
             argv = base + ["--nnodes", str(len(nodes)), "--node-rank", str(rank),
                            "--master-addr", head, "--master-port", str(block.rendezvous)]
             if rank:
                 argv.append("--headless")
             plans.append(NodePlan(
-                **common, role="head" if rank == 0 else "headless", command=tuple(argv),
-                env=tuple(env), serves_http=rank == 0))
+                **serving, role="head" if rank == 0 else "headless", command=tuple(argv),
+                env=tuple(env), serves_http=rank == 0, argv_checks=_vllm_check(argv)))
         else:  # dp
-            local = spec.gpus_per_node // (par.tp * par.pp)
-            argv = base + ["--data-parallel-size-local", str(local),
-                           "--data-parallel-address", head,
+            local = dp_local(spec, par) or 1
+            argv = base + _missing(native, "dp_local", ["--data-parallel-size-local", str(local)])
+            argv += ["--data-parallel-address", head,
                            "--data-parallel-rpc-port", str(block.rendezvous)]
             if rank:
                 argv += ["--headless", "--data-parallel-start-rank", str(rank * local)]
             plans.append(NodePlan(
-                **common, role="dp-head" if rank == 0 else "dp-headless", command=tuple(argv),
-                env=tuple(env), serves_http=rank == 0))
+                **serving, role="dp-head" if rank == 0 else "dp-headless", command=tuple(argv),
+                env=tuple(env), serves_http=rank == 0, argv_checks=_vllm_check(argv)))
     if spec.api_key:
         plans = [dataclasses.replace(p, secret_env=((API_KEY_ENV, "api_key"),))
                  if p.serves_http else p for p in plans]
@@ -257,7 +330,12 @@ def _serve_argv(spec: ServeSpec, res: Resolution, port: int) -> list[str]:
     if spec.served_model_name:
         argv += _missing(native, "served_model_name",
                          ["--served-model-name", spec.served_model_name])
-    return argv + list(spec.engine_args)
+    return argv + shipped_config(spec.engine_args, FLAGS, res.config)[0]
+
+
+def _vllm_check(argv: Sequence[str]) -> tuple[ArgvCheck, ...]:
+    """The words after `vllm serve`, for vLLM's own parser."""
+    return (ArgvCheck("vllm", tuple(argv[2:])),)
 
 
 def _missing(native: Mapping[str, str], key: str, flag: list[str]) -> list[str]:
@@ -272,7 +350,7 @@ def _ray_start(spec: ServeSpec, address: str, head: str, block: PortBlock, is_he
     if is_head:
         argv += ["--head", "--port", str(block.at(RAY_GCS)), "--include-dashboard", "false"]
     else:
-        argv += ["--address", f"{head}:{block.at(RAY_GCS)}"]
+        argv += ["--address", host_port(head, block.at(RAY_GCS))]
     for name, offset in RAY_PORTS.items():
         argv += [f"--{name}", str(block.at(offset))]
     return argv

@@ -23,7 +23,7 @@ from ..plan import ClusterPlan
 from ..slurm import Job
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
-from . import distribute, launch, preflight, teardown, watch
+from . import argcheck, distribute, launch, preflight, teardown, watch
 from .context import RunContext
 from .distribute import Distribution
 from .teardown import Cleanup
@@ -81,6 +81,7 @@ class Lifecycle:
         self.image = ""
         self.bundle: launch.Launch | None = None
         self.distribution = Distribution()
+        self.args = argcheck.ArgsVerdict()
         self.serving: Serving | None = None
         self.ready: Ready | None = None
 
@@ -94,6 +95,8 @@ class Lifecycle:
         self.plan = plan = engine.plan(spec, pre.allocation(ctx.job.job_id), resolution,
                                        pre.port)
         self.distribution = distribute.distribute(ctx, pre, plan)
+        self.args = argcheck.check_args(ctx, plan, pre.image)
+        argcheck.require(ctx, self.args)
         self.image = pre.image
         self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, pre.image)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
@@ -149,7 +152,7 @@ class Lifecycle:
             job=ctx.job.job_id, status=self.status, engine=ctx.spec.engine, model=model,
             run_dir=ctx.run_dir, driver_pid=os.getpid(), driver_host=socket.gethostname(),
             api_key=ctx.spec.api_key,  # where the key comes from (env:VAR, file:PATH), never it
-            nodes=nodes, **placed,
+            engine_version=self.args.summary or None, nodes=nodes, **placed,
             cleanup_removed=cleanup.removed if cleanup else None,
             cleanup_unchecked=tuple(cleanup.unchecked) if cleanup else (),
             distribution=dict(self.distribution.details))
@@ -206,6 +209,11 @@ def doctor(spec: ServeSpec, job: Job, console: Console | None = None
         if not verdict.failures:
             plan = engine.plan(spec, pre.allocation(job.job_id), resolution, pre.port)
             verdict.findings += distribute.check_tools(ctx, plan, pre.image)
+            if pre.facts.of(0).get("image") == "present":  # checked on one node: the head
+                verdict.findings += argcheck.check_args(ctx, plan, pre.image).findings(ctx.nodes[0])
+            else:
+                verdict.findings.append(preflight.Finding(
+                    ctx.nodes[0], "args", "warn", "image not on this node yet: checked at launch"))
     finally:
         teardown.cleanup(ctx, [job.job_id])  # the staging-directory markers
     return verdict, list(ctx.nodes)

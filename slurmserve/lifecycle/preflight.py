@@ -7,6 +7,7 @@ prints the table. The HTTP port is chosen here, once, from what the head reporte
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict, dataclass, field
 
 from .. import engines, images, slurm
@@ -20,7 +21,7 @@ from ..spec import ServeSpec
 from ..state import Phase
 from .context import RunContext
 
-CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools")
+CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools", "args")
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,15 @@ class HttpPort:
     port: int
     fallback: int
     explicit: bool  # the user chose it: never replaced
+    ranks: frozenset[int] = frozenset({0})  # the ranks that bind it (SGLang's: every rank)
+
+    def choose(self, busy: dict[int, set[int]]) -> int | None:
+        """The job's own port when the default is taken where it is needed and the fallback
+        is free there; None to keep the default (a taken explicit port is a failure)."""
+        needed = [busy.get(r, set()) for r in self.ranks]
+        if self.explicit or not any(self.port in b for b in needed):
+            return None
+        return self.fallback if not any(self.fallback in b for b in needed) else None
 
 
 @dataclass(frozen=True)
@@ -102,8 +112,11 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
     ports = {rank: list(p) for rank, p in
              engine.listen_ports(spec, resolution, block, len(ctx.nodes)).items()}
+    http_ranks = frozenset(r for r, p in ports.items() if http.port in p)
+    http = dataclasses.replace(http, ranks=http_ranks)
     if not http.explicit:
-        ports.setdefault(0, []).append(http.fallback)
+        for rank in http_ranks:
+            ports[rank].append(http.fallback)
     globs, _ = docker.device_globs(spec)
     script = render_template(
         "preflight.sh.j2", job_id=ctx.job.job_id, head_ip=head_ip,
@@ -149,6 +162,8 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
              tarball: TarballImage | None, http: HttpPort, step_note: str = "") -> Verdict:
     verdict = Verdict()
     add = verdict.findings.append
+    taken = {rank: {int(p) for p in f.get("busy_ports", "").split()} for rank, f in facts.items()}
+    verdict.port = http.choose(taken)
     held = _majority_image(facts) if tarball is None else None
     for rank, name in enumerate(names):
         f = facts.get(rank, {})
@@ -198,17 +213,16 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
                         "check the driver or use --fabric tcp"))
         else:
             add(Finding(name, "rdma", "ok", f.get("devices") or "none (TCP sockets)"))
-        busy = {int(p) for p in f.get("busy_ports", "").split()}
-        if rank == 0 and http.port in busy and not http.explicit and http.fallback not in busy:
-            verdict.port = http.fallback  # another job holds the default: use this job's own
-            busy.discard(http.port)
+        busy = set(taken.get(rank, set()))
+        if verdict.port and rank in http.ranks:
+            busy.discard(http.port)  # another job holds the default: this job uses its own
         busy.discard(http.fallback)
         if busy:
             add(Finding(name, "ports", "fail", f"port(s) {' '.join(map(str, sorted(busy)))} "
                         "already in use", "stop what holds them or choose another --port"))
         else:
             add(Finding(name, "ports", "ok", "free" + (
-                f" (HTTP on the job's port {http.fallback})" if rank == 0 and verdict.port
+                f" (HTTP on the job's port {http.fallback})" if rank in http.ranks and verdict.port
                 else "")))
     return verdict
 

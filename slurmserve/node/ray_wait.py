@@ -1,7 +1,8 @@
 """The Ray head's readiness: `has-client` and `wait NODES GPUS TIMEOUT ADDRESS...`.
 
-`has-client` exits 0 when ray[client] is installed (Ray then starts a client server, whose port
-the head script keeps inside the job's block). `wait` returns once Ray lists every expected
+`has-client` exits 0 when ray[client] is installed (Ray then starts a client server on 10001
+unless told a port, so the head script keeps it inside the job's block; without grpc, passing
+the port fails `ray start`). `wait` returns once Ray lists every expected
 node (by IP) and at least GPUS GPUs; it fails at once when a node joins from an address not in
 the plan (it picked another interface), and after TIMEOUT seconds otherwise.
 """
@@ -17,9 +18,19 @@ POLL_S = 0.2
 
 
 def has_client() -> bool:
-    import ray._private.utils as utils
-
-    return bool(utils.check_ray_client_dependencies_installed())
+    """Whether Ray's client server can start: Ray 2.60's own probe, else grpc importable."""
+    try:
+        import ray._private.utils as utils
+    except ImportError:
+        return False
+    probe = getattr(utils, "get_ray_client_dependency_error", None)
+    if probe is not None:
+        return probe() is None  # None: the dependencies import
+    try:
+        import grpc  # noqa: F401  (what ray[client] adds)
+    except ImportError:
+        return False
+    return True
 
 
 def wait(ray: Any, nodes: int, gpus: float, timeout: float, expected: set[str],

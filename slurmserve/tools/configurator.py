@@ -345,25 +345,19 @@ class Plan:
         """A serving-spec dict for `slurmserve render/run --config` (image not included).
 
         It describes one deployment: all replicas when `deployments` is 1, else one of
-        `deployments` identical copies to put behind a router.
+        `deployments` identical copies to put behind a router. A plan sized by --params-b has
+        no model id: then the spec has no model (nor served name), and render/run take MODEL.
         """
         model = model_id or self.hf_id
-        if not model:
-            raise PlanError("--model", "a plan from --params-b has no model id",
-                            "pass model_id (a Hugging Face id or a path)")
-        return {
-            "engine": self.engine,
-            "model": model,
-            "served_model_name": model.rstrip("/").split("/")[-1]
-            if engines.get(self.engine).PROFILE.served_name else None,
-            "nodes": self.spec_nodes,
-            "gpus_per_node": self.gpus_per_node,
-            "tp": self.tp,
-            "pp": self.pp,
-            "dp": self.spec_dp,
-            "ep": self.ep if self.ep > 1 else None,
-            "engine_args": list(self.engine_args),
-        }
+        spec: dict[str, Any] = {"engine": self.engine}
+        if model:
+            spec["model"] = model
+            spec["served_model_name"] = model.rstrip("/").split("/")[-1] \
+                if engines.get(self.engine).PROFILE.served_name else None
+        spec.update(nodes=self.spec_nodes, gpus_per_node=self.gpus_per_node, tp=self.tp,
+                    pp=self.pp, dp=self.spec_dp, ep=self.ep if self.ep > 1 else None,
+                    engine_args=list(self.engine_args))
+        return spec
 
 
 def _slo(ok: bool | None, target: float | None) -> str:

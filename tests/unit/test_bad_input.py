@@ -71,13 +71,15 @@ def _files(tmp: Path) -> dict[str, Path]:
     env_file.write_text("GOOD=1\nthis line is wrong\n")
     trt_cfg = tmp / "trt.yaml"
     trt_cfg.write_text("tensor_parallel_size: 4\n")
+    vllm_owned_cfg = tmp / "vllm-engine.yaml"
+    vllm_owned_cfg.write_text("max-model-len: 4096\nnode-rank: 1\n")
     not_utf8 = tmp / "latin1.yaml"
     not_utf8.write_bytes(b"engine: vllm\nmodel: caf\xe9\n")
     return dict(
         bad_yaml=bad_yaml, unknown_key=unknown_key, dashed_key=dashed_key,
         bad_slurm_key=bad_slurm_key, not_mapping=not_mapping, bad_type=bad_type,
         not_tar=not_tar, plain_tar=plain_tar, truncated=truncated, incomplete=incomplete,
-        env_file=env_file, trt_cfg=trt_cfg,
+        env_file=env_file, trt_cfg=trt_cfg, vllm_owned_cfg=vllm_owned_cfg,
         not_utf8=not_utf8,
         slurm_list=_yaml(tmp, "slurm-list", "slurm: [gpu]\n"),
         args_string=_yaml(tmp, "args-string", 'engine_args: "--max-model-len 8192"\n'),
@@ -143,6 +145,29 @@ CASES = [
     ("owned-flag", lambda f: BASE + ["--", "--node-rank", "1"], ["--node-rank", "remove"]),
     ("owned-flag-sglang", lambda f: ["sglang", "m", "--image", IMG, "--", "--dist-init-addr",
                                      "1.2.3.4:5"], ["--dist-init-addr"]),
+    # -- engine args read by the engine's own spelling rules (issue 13) --
+    ("owned-flag-underscore", lambda f: BASE + ["--", "--node_rank=1"], ["--node_rank", "remove"]),
+    ("owned-flag-abbreviated", lambda f: ["sglang", "m", "--image", IMG, "--", "--node-r", "1"],
+     ["--node-r", "--node-rank"]),
+    ("engine-config-equals", lambda f: BASE + ["--", "--config=x.yaml"],
+     ["--config", "write --config FILE"]),
+    ("engine-config-equals-sglang", lambda f: ["sglang", "m", "--image", IMG, "--",
+                                               "--config=x.yaml"], ["--config", "--config FILE"]),
+    ("engine-config-owned-key", lambda f: BASE + ["--", "--config", str(f["vllm_owned_cfg"])],
+     ["node-rank", "in --config"]),
+    ("engine-config-missing", lambda f: BASE + ["--", "--config", "/nonexistent/engine.yaml"],
+     ["--config (after --)", "cannot read"]),
+    ("contradiction-vllm-underscore", lambda f: BASE + ["--nodes", "2", "--tp", "8", "--",
+                                                        "--tensor_parallel_size", "16"],
+     ["--tp", "contradicts"]),
+    ("sglang-dp-with-attn-dp", lambda f: ["sglang", "m", "--image", IMG, "--nodes", "2", "--tp",
+                                          "16", "--", "--dp-size", "16", "--attn-dp-size", "16"],
+     ["--attn-dp-size", "refuses"]),
+    ("vllm-ray-dp-local-contradiction", lambda f: BASE + ["--nodes", "2", "--tp", "8", "--dp", "2",
+                                                          "--launch-mode", "ray", "--", "-dpl", "2"],
+     ["--data-parallel-size-local", "contradicts"]),
+    ("trtllm-context-parallel", lambda f: ["trtllm", "m", "--image", IMG, "--", "--cp_size", "2"],
+     ["--cp_size", "context"]),
     ("native-not-int", lambda f: BASE + ["--", "--tensor-parallel-size", "eight"],
      ["tp", "whole number"]),
     ("native-missing-value", lambda f: BASE + ["--", "--tensor-parallel-size"],

@@ -30,8 +30,9 @@ STOPPED_V0 = {
 def test_status_and_phase_are_the_strings_used_in_messages():
     assert [s.value for s in Status] == ["pending", "starting", "ready", "stopping", "stopped",
                                          "failed", "ended", "unknown"]
-    assert [p.value for p in Phase] == ["start", "preflight", "image load", "model download",
-                                        "launch", "waiting for ready", "serving"]
+    assert [p.value for p in Phase] == ["start", "preflight", "image load", "argument check",
+                                        "model download", "launch", "waiting for ready",
+                                        "serving"]
     assert f"{Status.READY}, during {Phase.WAITING_FOR_READY}" == "ready, during waiting for ready"
     assert Status("stopped") is Status.STOPPED and Status.STOPPED == "stopped"
     assert {Status.STOPPED, Status.FAILED} == state.TERMINAL

@@ -41,8 +41,9 @@ done
 
 deadline=$((SECONDS + 1800))
 for target in "${wait_for[@]}"; do
-  # Readiness order: poll the port this node depends on; no fixed sleeps.
-  until (exec 3<>"/dev/tcp/${target%:*}/${target##*:}") 2>/dev/null; do
+  # Readiness order: poll the port this node depends on; no fixed sleeps. ([IPv6]:port)
+  host=${target%:*}; host=${host#[}; host=${host%]}
+  until (exec 3<>"/dev/tcp/$host/${target##*:}") 2>/dev/null; do
     if (( SECONDS >= deadline )); then
       fail "gave up waiting for $target after 1800s"
       exit 5

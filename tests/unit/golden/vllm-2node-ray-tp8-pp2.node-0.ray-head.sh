@@ -4,8 +4,9 @@
 # serve. Order comes from readiness, not sleeps.
 set -euo pipefail
 ray_start=(ray start --node-ip-address 192.0.2.1 --num-gpus 8 --disable-usage-stats --head --port 24201 --include-dashboard false --node-manager-port 24203 --object-manager-port 24204 --dashboard-agent-listen-port 24206 --dashboard-agent-grpc-port 24207 --metrics-export-port 24208 --runtime-env-agent-port 24209 --min-worker-port 24250 --max-worker-port 24299)
-# Ray starts its client server (default port 10001) only with ray[client]; keep it in our block.
-if python3 /slurmserve/ray_wait.py has-client 2>/dev/null; then
+# Ray starts its client server (default port 10001) only with ray[client]; keep it in our block
+# (has-client prints nothing; an error from it shows in this log).
+if python3 /slurmserve/ray_wait.py has-client; then
   ray_start+=(--ray-client-server-port 24205)
 fi
 "${ray_start[@]}"

@@ -178,6 +178,10 @@ def run(args: list[str]) -> int:
         print(f"Unable to find image '{image}' locally", file=sys.stderr)
         return 125
     if entrypoint == "sh" and not name:  # a throwaway check container: run the checks here
+        for i, opt in enumerate(opts):  # its mounts are host paths here
+            if opt == "--volume":
+                source, target = opts[i + 1].split(":")[:2]
+                command = [c.replace(target, source) for c in command]
         return subprocess.run(["sh", *command]).returncode
     if not delayed("run", name):
         return 0

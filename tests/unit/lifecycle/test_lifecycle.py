@@ -148,7 +148,8 @@ def test_ready_then_stop_leaves_nothing(slurm, tmp_path, capsys):
     assert engine and "slurmserve.job=4242" in engine[0]
     assert not list(run.run_dir.glob("*.env")), "env files (secrets) must be gone"
     assert slurm.step_names() == ["slurmserve-preflight", "slurmserve-distribute",
-                                  "slurmserve-serve", "slurmserve-cleanup"]
+                                  "slurmserve-argcheck", "slurmserve-serve", "slurmserve-cleanup"]
+    assert "args      not checked: no vllm parser in the image" in run.stderr
 
 
 def test_two_nodes_image_present_everywhere_is_not_loaded(slurm, tmp_path, capsys):
@@ -189,21 +190,22 @@ def test_preflight_failure_starts_nothing(slurm, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("phase, setup, trigger", [
-    ("preflight", dict(delay={"version": 3}), "slurmserve-preflight"),
-    ("image load", dict(load_delay=5), "slurmserve-distribute"),
-    ("waiting for ready", dict(healthy=False), "slurmserve-serve"),
+    ("preflight", dict(delay={"version": 3}), "preflight checking"),
+    ("image load", dict(load_delay=5), "n1: loading"),
+    ("waiting for ready", dict(healthy=False), "container slurmserve-4242-0 started"),
 ])
 def test_ctrl_c_in_each_phase(slurm, tmp_path, capsys, phase, setup, trigger):
     run = Run(slurm, tmp_path)
     slurm.set_control(**setup)
-    when(started(trigger, slurm), lambda: (time.sleep(0.5), interrupt()))
+    when(lambda: trigger in run.stderr, lambda: (time.sleep(0.3), interrupt()))
     run(capsys)
     assert run.code == 0, run.stderr
     assert f"SIGINT during {phase}, stopping" in run.stderr
     assert "READY" not in run.out
     assert slurm.containers() == []
     if phase != "waiting for ready":
-        assert not slurm.docker_calls("run"), "nothing may start after a stop"
+        assert not [a for _, a in slurm.docker_calls("run") if "--name" in a], \
+            "nothing may start after a stop"
 
 
 def test_ctrl_c_while_serving(slurm, tmp_path, capsys):
@@ -351,3 +353,58 @@ def test_a_failed_hub_fetch_starts_nothing(slurm, tmp_path, capsys):
     assert "downloading org/model into" in run.stderr and "401 Unauthorized" in run.stderr
     assert not [a for _, a in slurm.docker_calls("run") if "--name" in a and "-prefetch" not in
                 " ".join(a)]
+
+
+def fake_parser(slurm: FakeSlurm, version: str = "9.9") -> None:
+    """A vllm parser in the "image" through the slurmserve.argcheck entry point (the stand-ins'
+    way); it rejects --bogus*."""
+    root = slurm.tmp / "site"
+    info = root / "fakeengine-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: fakeengine\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[slurmserve.argcheck]\nvllm = fakeengine:VLLM\n")
+    (root / "fakeengine.py").write_text(f"""
+class _Check:
+    VERSION = {version!r}
+    def check(self, argv):
+        bad = [a for a in argv if a.startswith("--bogus")]
+        return f"unrecognized arguments: {{bad[0]}}" if bad else None
+VLLM = _Check()
+""")
+    slurm.env["PYTHONPATH"] = str(root)
+
+
+def test_a_flag_the_engine_rejects_fails_before_anything_starts(slurm, tmp_path, capsys):
+    fake_parser(slurm)
+    run = Run(slurm, tmp_path, nodes=2, tp=1, pp=1, dp=2, launch_mode="dp",
+              engine_args=("--bogus-flag", "1"))
+    run(capsys)
+    assert run.code == 1
+    assert "argument check failed, nothing was started" in run.stderr
+    assert "rank 0 (n1): vllm 9.9 rejects `--bogus-flag`: unrecognized arguments" in run.stderr
+    assert "remove --bogus-flag or spell it as vllm 9.9 does" in run.stderr
+    assert "slurmserve-serve" not in slurm.step_names()
+    assert [node for node, a in slurm.docker_calls("run") if "--name" not in a] == ["n1"]
+
+
+def test_the_engine_version_found_is_recorded(slurm, tmp_path, capsys):
+    fake_parser(slurm, "0.32.0")
+    run = Run(slurm, tmp_path)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert "every rank's command line accepted by vllm 0.32.0" in run.stderr
+    assert run.record().engine_version == "vllm 0.32.0"
+
+
+def test_doctor_checks_the_args_where_the_image_is(slurm, tmp_path, monkeypatch):
+    fake_parser(slurm)
+    run = Run(slurm, tmp_path, engine_args=("--bogus",))
+    slurm.give_image("n1", run.image_id)
+    monkeypatch.setenv("SLURM_JOB_ID", slurm.job_id)
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "n1")
+    slurm.nodes = ("n1",)
+    verdict, _ = api.doctor(run.spec)
+    args = [f for f in verdict.findings if f.check == "args"]
+    assert [f.status for f in args] == ["fail"] and "vllm 9.9 rejects `--bogus`" in args[0].detail
+    assert "args" in verdict.table(["n1"]).splitlines()[0]

@@ -79,3 +79,16 @@ def test_one_tag_naming_different_images_on_the_nodes_fails_the_odd_node():
     # A tarball names its image by ID, so what a node held under the tag does not matter.
     tarball = TarballImage("/shared/x.tar", "sha256:" + "0" * 64, (), False, 1)
     assert not _eval(differ, tarball=tarball).failures
+
+
+def test_the_http_port_moves_when_any_rank_that_binds_it_finds_it_taken():
+    """SGLang ranks >= 1 bind a health server on the HTTP port too (engine.py)."""
+    every = HttpPort(30000, 20011, False, frozenset({0, 1}))
+    facts = {0: dict(GOOD), 1: dict(GOOD, busy_ports="30000")}
+    verdict = evaluate(_spec(), ["a", "b"], facts, "192.0.2.1", None, every, "")
+    assert verdict.port == 20011 and not verdict.failures
+    facts[0] = dict(GOOD, busy_ports="20011")  # the fallback is taken on the head
+    verdict = evaluate(_spec(), ["a", "b"], facts, "192.0.2.1", None, every, "")
+    assert verdict.port is None
+    assert [f.line() for f in verdict.failures] == [
+        "node b: port(s) 30000 already in use; stop what holds them or choose another --port"]

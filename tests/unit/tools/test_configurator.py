@@ -441,11 +441,27 @@ def test_to_spec_round_trips_through_the_spec_loader(engine: str, req: PlanReque
 
 
 def test_to_spec_without_model_id_for_params_only() -> None:
+    """A plan sized by --params-b emits a spec without a model: render/run give MODEL."""
+    from slurmserve.spec import load_spec
+
     p = plan(R(params_b=13))
-    with pytest.raises(PlanError) as info:
-        p.to_spec()
-    assert info.value.field == "--model"
+    spec = p.to_spec()
+    assert "model" not in spec and "served_model_name" not in spec
+    loaded = load_spec(image="registry.example/serve:1", model="org/my-13b", **spec)
+    assert (loaded.model, loaded.tp) == ("org/my-13b", p.tp)
     assert p.to_spec("org/my-13b")["served_model_name"] == "my-13b"
+
+
+def test_plan_emit_config_for_params_only_names_the_model_argument(run_cli, tmp_path) -> None:
+    out = tmp_path / "spec.yaml"
+    code, stdout, err = run_cli("plan", "--params-b", "70", "--gpu", "H100-80GB",
+                                "--emit-config", str(out))
+    assert code == 0, err
+    assert "model_id" not in stdout + err
+    assert f"--config {out} vllm MODEL --image" in stdout
+    code, stdout, err = run_cli("render", "--config", str(out), "vllm", "org/m70", "--image",
+                                "registry.example/serve:1")
+    assert code == 0, err
 
 
 def test_to_dict_is_json() -> None:

@@ -1,0 +1,121 @@
+"""The argument check: every rank's planned command line through the engine's own parser,
+inside the image, on one node, before anything starts (a bad flag costs seconds, not an image
+load and a model start). The parsers are node/argcheck.py's; the verdict is here.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from importlib import resources
+
+from .. import node
+from ..errors import LaunchError
+from ..plan import ClusterPlan
+from ..render import render_template
+from ..runtimes import docker
+from ..slurm.steps import Facts
+from ..state import Phase
+from .context import RunContext
+from .preflight import Finding
+
+TRTLLM_OPTIONS = "trtllm-serve-options.json"  # recorded per release (data/): when it can't import
+
+
+@dataclass(frozen=True)
+class Rejection:
+    rank: int
+    host: str
+    parser: str
+    version: str
+    flag: str
+    error: str
+
+    def line(self) -> str:
+        what = f"`{self.flag}`" if self.flag else "the command line"
+        return (f"rank {self.rank} ({self.host}): {self.parser} {self.version} rejects {what}: "
+                f"{self.error}")
+
+
+@dataclass(frozen=True)
+class ArgsVerdict:
+    versions: dict[str, str] = field(default_factory=dict)  # parser -> version found
+    rejected: tuple[Rejection, ...] = ()
+    unchecked: str = ""  # why nothing could be checked (no parser in the image)
+
+    @property
+    def summary(self) -> str:
+        """e.g. "vllm 0.32.0, ray 2.60.0"."""
+        return ", ".join(f"{p} {v}" for p, v in self.versions.items())
+
+    def findings(self, host: str) -> list[Finding]:
+        if self.unchecked:
+            return [Finding(host, "args", "warn", f"not checked: {self.unchecked}")]
+        if self.rejected:
+            return [Finding(host, "args", "fail", r.line(), fix_for(r)) for r in self.rejected]
+        return [Finding(host, "args", "ok", f"accepted by {self.summary}")]
+
+
+def fix_for(rejection: Rejection) -> str:
+    if rejection.flag:
+        return (f"remove {rejection.flag} or spell it as {rejection.parser} "
+                f"{rejection.version} does (its --help), after `--`")
+    return f"check the engine args after `--` against {rejection.parser} {rejection.version}"
+
+
+def request(plan: ClusterPlan) -> dict[str, object]:
+    checks = [{"rank": n.rank, "parser": c.parser, "argv": list(c.argv)}
+              for n in plan.nodes for c in n.argv_checks]
+    options = json.loads(resources.files("slurmserve").joinpath("data", TRTLLM_OPTIONS)
+                         .read_text(encoding="utf-8"))
+    return {"checks": checks, "trtllm_options": options["options"]}
+
+
+def check_args(ctx: RunContext, plan: ClusterPlan, image: str) -> ArgsVerdict:
+    """Run the check on the head node (which holds the image by now)."""
+    ctx.enter(Phase.ARGUMENT_CHECK)
+    wanted = request(plan)
+    if not wanted["checks"]:
+        return ArgsVerdict(unchecked="the plan names no command to check")
+    check_dir = os.path.join(ctx.run_dir, "argcheck")
+    os.makedirs(check_dir, exist_ok=True)
+    with open(os.path.join(check_dir, "request.json"), "w", encoding="utf-8") as fh:
+        json.dump(wanted, fh)
+    with open(os.path.join(check_dir, "argcheck.py"), "w", encoding="utf-8") as fh:
+        fh.write(node.read("argcheck.py"))
+    launchers = list(dict.fromkeys([n.command[0] for n in plan.nodes if n.command]
+                                   + [c["parser"] for c in wanted["checks"]]))  # type: ignore[index]
+    script = render_template("argcheck.sh.j2", job_id=ctx.job.job_id, check_dir=check_dir,
+                             image=image, label=docker.job_label(ctx.job.job_id),
+                             launchers=launchers)
+    step = ctx.steps.run("argcheck", script, nodes=1, timeout=300)
+    return judge(step.facts, list(ctx.nodes))
+
+
+def judge(facts: Facts, hosts: list[str]) -> ArgsVerdict:
+    """The verdict from the step's facts (pure)."""
+    found = facts.of(0)
+    if "argcheck" not in found:
+        why = found.get("argcheck_error", "the check did not run")
+        return ArgsVerdict(unchecked=f"the check could not run in the image ({why})")
+    results = json.loads(found["argcheck"])["results"]
+    versions = {r["parser"]: r["version"] for r in results if r["version"]}
+    missing = sorted({r["parser"] for r in results if not r["version"]})
+    rejected = tuple(Rejection(r["rank"], hosts[r["rank"]], r["parser"], r["version"], r["flag"],
+                               r["error"])
+                     for r in results if r["version"] and not r["ok"])
+    if missing and not versions:
+        return ArgsVerdict(unchecked=f"no {', '.join(missing)} parser in the image")
+    return ArgsVerdict(versions, rejected)
+
+
+def require(ctx: RunContext, verdict: ArgsVerdict) -> None:
+    """`run`'s judgement: a rejected flag stops the run before anything starts."""
+    if verdict.rejected:
+        raise LaunchError("argument check failed, nothing was started:\n  " + "\n  ".join(
+            f"{r.line()}; {fix_for(r)}" for r in verdict.rejected))
+    if verdict.unchecked:
+        ctx.console.phase("args", f"not checked: {verdict.unchecked}")
+    else:
+        ctx.console.phase("args", f"every rank's command line accepted by {verdict.summary}")
