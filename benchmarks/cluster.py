@@ -61,12 +61,14 @@ def image_id(path: str) -> str:
 class Run:
     """`salloc -N n slurmserve run sglang ...` in the background."""
 
-    def __init__(self, nodes: list[str], image: str, *extra: str) -> None:
+    def __init__(self, nodes: list[str], image: str, *extra: str, engine: str = "sglang",
+                 layout: tuple[str, ...] | None = None) -> None:
         self.log_dir = Path(tempfile.mkdtemp(prefix="ss-bench-"))
         n = len(nodes)
         argv = ["salloc", f"--nodes={n}", f"--nodelist={','.join(nodes)}", "--oversubscribe",
-                "slurmserve", "run", "sglang", "org/bench", "--image", image, "--nodes", str(n),
-                "--tp", str(n), "--gpus", "none", "--gpus-per-node", "1", "--health-timeout",
+                "slurmserve", "run", engine, "org/bench", "--image", image, "--nodes", str(n),
+                *(("--tp", str(n)) if layout is None else layout), "--gpus", "none",
+                "--gpus-per-node", "1", "--health-timeout",
                 "120", "--log-dir", str(self.log_dir), "--quiet-logs", *extra]
         self.t0 = time.monotonic()
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -303,6 +305,38 @@ def bench_teardown(all_nodes, path) -> dict:
     return {"nodes": len(nodes), "sigint_to_no_container_s": gone_s, "sigint_to_exit_s": exit_s}
 
 
+#: Every launch mode of every engine (stand-in): (label, engine, nodes, layout flags).
+STOP_MODES = [
+    ("vllm single", "vllm", 1, ()),
+    ("vllm ray (TP1 PP2)", "vllm", 2, ("--launch-mode", "ray", "--tp", "1", "--pp", "2")),
+    ("vllm mp (TP2)", "vllm", 2, ("--launch-mode", "mp", "--tp", "2")),
+    ("vllm dp (DP2)", "vllm", 2, ("--tp", "1", "--dp", "2")),
+    ("sglang (TP1)", "sglang", 1, ("--tp", "1")),
+    ("sglang (TP2)", "sglang", 2, ("--tp", "2")),
+    ("trtllm (TP1)", "trtllm", 1, ("--tp", "1")),
+    ("trtllm MPI world (TP2)", "trtllm", 2, ("--tp", "2")),
+]
+
+
+def bench_stop_modes(all_nodes, path) -> list[dict]:
+    """Ctrl+C -> no container of ours, per engine mode: each must end within about 1 s of its
+    engine exiting on SIGTERM (a container that ignores SIGTERM waits out docker's 10 s)."""
+    results = []
+    for label, engine, n, layout in STOP_MODES:
+        nodes = [name for name, _ in all_nodes[:n]]
+        run = Run(nodes, path, engine=engine, layout=layout)
+        run.wait_ready()
+        t0 = time.monotonic()
+        os.kill(run.state()["driver_pid"], signal.SIGINT)
+        while ours_left(nodes):
+            time.sleep(0.05)
+        gone_s = time.monotonic() - t0
+        run.proc.wait(60)
+        print(f"stop {label}: no container left after {gone_s:.2f}s", flush=True)
+        results.append({"mode": label, "nodes": n, "sigint_to_no_container_s": gone_s})
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", default="1,2,3")
@@ -320,6 +354,7 @@ def main() -> None:
         "distribution": bench_distribution(all_nodes, path, min(3, max(counts))),
         "failure": bench_failure(all_nodes, path),
         "teardown": bench_teardown(all_nodes[: max(counts)], path),
+        "stop_modes": bench_stop_modes(all_nodes, path),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,13 @@ def main() -> None:
                          f"{bt['sigint_to_no_container_s']:.2f} | <= 10 |")
         lines += ["", "8-node rows: `sandbox up --nodes 8`, then `bench_overhead(..., [1, 4, 8])` "
                   "and `bench_teardown` from benchmarks/cluster.py.", ""]
+        if cluster.get("stop_modes"):
+            lines += ["## Ctrl+C per engine mode (stand-in engines, target ~1 s)", "",
+                      "SIGINT to the driver -> no container of ours on any node.", "",
+                      "| mode | nodes | s |", "|---|---|---|"]
+            lines += [f"| {m['mode']} | {m['nodes']} | {m['sigint_to_no_container_s']:.2f} |"
+                      for m in cluster["stop_modes"]]
+            lines.append("")
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
 

@@ -178,7 +178,6 @@ class ClusterPlan:
     parallel: dict[str, Any]
     nodes: tuple[NodePlan, ...]
     readiness: Readiness = field(default_factory=Readiness)
-    notes: tuple[str, ...] = ()
     image_checks: tuple[ImageCheck, ...] = ()
 
     @property

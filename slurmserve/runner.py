@@ -46,10 +46,9 @@ class Process(Protocol):
 
 class Runner(Protocol):
     def run(self, argv: Sequence[str], *, timeout: float | None = 60,
-            env: Mapping[str, str] | None = None, input_text: str | None = None) -> Result: ...
+            env: Mapping[str, str] | None = None) -> Result: ...
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              merge_output: bool = True) -> Process: ...
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process: ...
 
     def replace_process(self, argv: Sequence[str]) -> NoReturn: ...
 
@@ -58,11 +57,11 @@ class SubprocessRunner:
     """Real processes."""
 
     def run(self, argv: Sequence[str], *, timeout: float | None = 60,
-            env: Mapping[str, str] | None = None, input_text: str | None = None) -> Result:
+            env: Mapping[str, str] | None = None) -> Result:
         try:
             proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
-                                  env=None if env is None else dict(env), input=input_text,
-                                  stdin=None if input_text is not None else subprocess.DEVNULL)
+                                  env=None if env is None else dict(env),
+                                  stdin=subprocess.DEVNULL)
         except FileNotFoundError:
             raise _not_found(argv) from None
         except subprocess.TimeoutExpired:
@@ -70,12 +69,11 @@ class SubprocessRunner:
                               ) from None
         return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              merge_output: bool = True) -> Process:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process:
+        """stdout and stderr merged, line-buffered text."""
         try:
             return subprocess.Popen(
-                list(argv), stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT if merge_output else subprocess.PIPE,
+                list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, text=True, bufsize=1,
                 env=None if env is None else dict(env), start_new_session=True)
         except FileNotFoundError:
@@ -106,19 +104,18 @@ def use(runner: Runner) -> Iterator[Runner]:
 
 
 def run(argv: Sequence[str], *, timeout: float | None = 60, env: Mapping[str, str] | None = None,
-        check: bool = False, input_text: str | None = None) -> Result:
+        check: bool = False) -> Result:
     """Run to completion and capture output. A missing program is a LaunchError naming it."""
-    result = current().run(argv, timeout=timeout, env=env, input_text=input_text)
+    result = current().run(argv, timeout=timeout, env=env)
     if check and not result.ok:
         detail = (result.err or result.out).strip().splitlines()[-1:] or ["no output"]
         raise LaunchError(f"{' '.join(argv[:2])} failed ({result.code}): {detail[0]}")
     return result
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-          merge_output: bool = True) -> Process:
-    """Start a long-running process with line-buffered text output on stdout."""
-    return current().start(argv, env=env, merge_output=merge_output)
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process:
+    """Start a long-running process with line-buffered text output (stdout and stderr)."""
+    return current().start(argv, env=env)
 
 
 def replace_process(argv: Sequence[str]) -> NoReturn:

@@ -15,7 +15,6 @@ from ..plan import Readiness
 @dataclass(frozen=True)
 class Check:
     ok: bool
-    stage: str  # "health" | "models" | "generate"
     detail: str
 
 
@@ -41,8 +40,8 @@ class Prober:
         try:
             response = self._get(self.readiness.health_path, timeout)
         except requests.RequestException as exc:
-            return Check(False, "health", type(exc).__name__)
-        return Check(response.status_code == 200, "health", f"HTTP {response.status_code}")
+            return Check(False, type(exc).__name__)
+        return Check(response.status_code == 200, f"HTTP {response.status_code}")
 
     def models(self, timeout: float = 5.0) -> tuple[Check, list[str]]:
         import requests
@@ -51,10 +50,10 @@ class Prober:
             response = self._get(self.readiness.models_path, timeout)
             ids = [m["id"] for m in response.json().get("data", [])]
         except (requests.RequestException, ValueError, KeyError, TypeError, AttributeError) as exc:
-            return Check(False, "models", f"bad /v1/models answer: {exc}"), []
+            return Check(False, f"bad /v1/models answer: {exc}"), []
         if response.status_code != 200 or not ids:
-            return Check(False, "models", f"HTTP {response.status_code}, models {ids}"), ids
-        return Check(True, "models", ", ".join(ids)), ids
+            return Check(False, f"HTTP {response.status_code}, models {ids}"), ids
+        return Check(True, ", ".join(ids)), ids
 
     def generate(self, model: str, timeout: float = 60.0) -> Check:
         import requests
@@ -64,12 +63,12 @@ class Prober:
             response = self.session.post(self.endpoint + self.readiness.generate_path, json=body,
                                          timeout=timeout)
             if response.status_code != 200:  # e.g. 401: the key is wrong
-                return Check(False, "generate", f"HTTP {response.status_code}")
+                return Check(False, f"HTTP {response.status_code}")
             text = response.json()["choices"][0].get("text")
         except requests.Timeout:
-            return Check(False, "generate", f"no answer to a 1-token completion in {timeout:g}s")
+            return Check(False, f"no answer to a 1-token completion in {timeout:g}s")
         except (requests.RequestException, ValueError, KeyError, IndexError, TypeError) as exc:
-            return Check(False, "generate", f"bad completion answer: {exc}")
+            return Check(False, f"bad completion answer: {exc}")
         if response.status_code != 200 or text is None:
-            return Check(False, "generate", f"HTTP {response.status_code}")
-        return Check(True, "generate", repr(text))
+            return Check(False, f"HTTP {response.status_code}")
+        return Check(True, repr(text))

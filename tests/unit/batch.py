@@ -33,7 +33,7 @@ class FakeBatch:
         self.driver: Callable[[str], None] = lambda job: None
 
     def run(self, argv: Sequence[str], *, timeout: float | None = 60,
-            env: Mapping[str, str] | None = None, input_text: str | None = None) -> Result:
+            env: Mapping[str, str] | None = None) -> Result:
         argv = list(argv)
         self.calls.append(argv)
         if argv[0] == "sbatch":
@@ -53,8 +53,7 @@ class FakeBatch:
             return Result(tuple(argv), 0, "", "")
         raise AssertionError(f"unexpected command {argv}")
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              merge_output: bool = True) -> NoReturn:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> NoReturn:
         raise AssertionError(f"unexpected process {list(argv)}")
 
     def replace_process(self, argv: Sequence[str]) -> NoReturn:

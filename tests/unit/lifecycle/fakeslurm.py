@@ -141,7 +141,7 @@ class FakeSlurm:
     # -- the Runner protocol ----------------------------------------------------------------
 
     def run(self, argv: Sequence[str], *, timeout: float | None = 60,
-            env: Mapping[str, str] | None = None, input_text: str | None = None) -> Result:
+            env: Mapping[str, str] | None = None) -> Result:
         argv = list(argv)
         self.calls.append(argv)
         if argv[0] == "srun":
@@ -156,8 +156,7 @@ class FakeSlurm:
         code, out = handler(argv[1:])
         return Result(tuple(argv), code, out, "")
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
-              merge_output: bool = True) -> FakeStep:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> FakeStep:
         argv = list(argv)
         self.calls.append(argv)
         assert argv[0] == "srun", argv
