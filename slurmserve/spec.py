@@ -97,6 +97,7 @@ class ServeSpec:
     stage: str = "auto"
     stage_dir: str = "/tmp"  # node-local directory for `--stage sbcast` copies
     hf_cache: str | None = None  # shared HF cache: the head fetches a hub model once, then offline
+    check_args: bool = True  # every rank's argv through the engine's own parser before launch
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -247,6 +248,7 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         stage=_choice("stage", d.get("stage", "auto"), STAGES),
         stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
         hf_cache=_opt(_hf_cache, "hf_cache", d.get("hf_cache")),
+        check_args=_bool("check_args", d.get("check_args", True)),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
@@ -280,6 +282,12 @@ def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
         exclusive=exclusive,
         sbatch_args=sbatch_args,
     )
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise SpecError(name, f"'{value}' is not true/false", "use true or false")
+    return value
 
 
 def _opt(check: Any, name: str, value: Any, *args: Any) -> Any:

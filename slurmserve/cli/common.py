@@ -96,6 +96,9 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--stage-dir", help="Node-local directory for sbcast copies (default /tmp)."),
         click.option("--hf-cache", help="Shared directory for the Hugging Face cache: the head "
                      "downloads a hub model once, every node then reads it offline."),
+        click.option("--check-args/--no-check-args", default=None,
+                     help="Check every rank's command line with the engine's own parser inside "
+                     "the image before launch (default on)."),
         click.option("--partition", "-p", help="SLURM partition."),
         click.option("--account", "-A", help="SLURM account."),
         click.option("--qos", help="SLURM QOS."),

@@ -95,8 +95,9 @@ class Lifecycle:
         self.plan = plan = engine.plan(spec, pre.allocation(ctx.job.job_id), resolution,
                                        pre.port)
         self.distribution = distribute.distribute(ctx, pre, plan)
-        self.args = argcheck.check_args(ctx, plan, pre.image)
-        argcheck.require(ctx, self.args)
+        if spec.check_args:
+            self.args = argcheck.check_args(ctx, plan, pre.image)
+            argcheck.require(ctx, self.args)
         self.image = pre.image
         self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, pre.image)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown

@@ -83,8 +83,9 @@ def _vllm() -> tuple[Check, str, str]:
         if getattr(args, "model_tag", None) is not None:
             args.model = args.model_tag
         try:
+            # Not AsyncEngineArgs: it resolves the model, which this container does not have
+            # (mounts, the Hub pre-fetch and the GPUs come at launch).
             validate_parsed_serve_args(args)
-            vllm.AsyncEngineArgs.from_cli_args(args)
         except Exception as exc:  # noqa: BLE001 - vLLM's own validation speaks in exceptions
             return f"{type(exc).__name__}: {exc}"
         return None
@@ -197,8 +198,8 @@ def parser_for(name: str, trtllm_options: dict[str, list[str]]) -> tuple[Check, 
 def offending_flag(error: str, argv: list[str]) -> str:
     """The flag an error names, when it names one of argv's."""
     flags = [a.partition("=")[0] for a in argv if a.startswith("-")]
-    named = re.findall(r"(--?[A-Za-z][\w-]*)", error)
-    return next((f for f in named if f in flags), next(iter(named), ""))
+    named = re.findall(r"(?<![\w/.-])(--?[A-Za-z][\w-]*)", error)
+    return next((f for f in named if f in flags), "")
 
 
 def main() -> int:

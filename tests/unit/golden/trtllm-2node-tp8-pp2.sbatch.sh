@@ -43,7 +43,7 @@ fact removed "$removed"
 ' cleanup "$SLURM_JOB_ID" || true
 }
 trap final_cleanup EXIT
-printf '%s\n' '{"api_key": null, "dp": null, "engine": "trtllm", "engine_args": [], "env": {"NCCL_DEBUG": "INFO"}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "hf_cache": null, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "model": "/fsx/models/Qwen2.5-72B", "mounts": ["/fsx:/fsx:ro"], "nodes": 2, "port": null, "pp": 2, "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "stage_dir": "/tmp", "tp": 8}' >"$spec_file"
+printf '%s\n' '{"api_key": null, "check_args": true, "dp": null, "engine": "trtllm", "engine_args": [], "env": {"NCCL_DEBUG": "INFO"}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "hf_cache": null, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "model": "/fsx/models/Qwen2.5-72B", "mounts": ["/fsx:/fsx:ro"], "nodes": 2, "port": null, "pp": 2, "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "stage_dir": "/tmp", "tp": 8}' >"$spec_file"
 
 # In the background, so a TERM for this script (scancel --batch, a time-limit signal) reaches the
 # driver at once; its teardown runs, then the final cleanup step.

@@ -408,3 +408,12 @@ def test_doctor_checks_the_args_where_the_image_is(slurm, tmp_path, monkeypatch)
     args = [f for f in verdict.findings if f.check == "args"]
     assert [f.status for f in args] == ["fail"] and "vllm 9.9 rejects `--bogus`" in args[0].detail
     assert "args" in verdict.table(["n1"]).splitlines()[0]
+
+
+def test_no_check_args_skips_the_check(slurm, tmp_path, capsys):
+    run = Run(slurm, tmp_path, check_args=False)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert "slurmserve-argcheck" not in slurm.step_names()
+    assert run.record().engine_version is None

@@ -105,3 +105,5 @@ def test_offending_flag_is_one_of_the_command_line() -> None:
                                    ["m", "--tensor-parallel-size", "x"]) == \
         "--tensor-parallel-size"
     assert argcheck.offending_flag("something else", ["m"]) == ""
+    assert argcheck.offending_flag("no repo '/models/does-not-exist'", ["/models/does-not-exist"]
+                                   ) == ""
