@@ -289,17 +289,21 @@ def bench_failure(all_nodes, path) -> dict:
     return {"exit_code": code, "kill_to_exit_s": detect_s}
 
 
-def bench_teardown(all_nodes, path) -> dict:
-    nodes = [name for name, _ in all_nodes]
-    run = Run(nodes, path)
+def ctrl_c(run: Run, nodes: list[str]) -> tuple[float, float]:
+    """SIGINT the ready driver: seconds until no container of ours is left, and until it exits."""
     run.wait_ready()
     t0 = time.monotonic()
     os.kill(run.state()["driver_pid"], signal.SIGINT)
     while ours_left(nodes):
-        time.sleep(0.1)
+        time.sleep(0.05)
     gone_s = time.monotonic() - t0
     run.proc.wait(60)
-    exit_s = time.monotonic() - t0
+    return gone_s, time.monotonic() - t0
+
+
+def bench_teardown(all_nodes, path) -> dict:
+    nodes = [name for name, _ in all_nodes]
+    gone_s, exit_s = ctrl_c(Run(nodes, path), nodes)
     print(f"teardown N={len(nodes)}: no container left after {gone_s:.2f}s "
           f"(driver exited after {exit_s:.2f}s)", flush=True)
     return {"nodes": len(nodes), "sigint_to_no_container_s": gone_s, "sigint_to_exit_s": exit_s}
@@ -324,14 +328,7 @@ def bench_stop_modes(all_nodes, path) -> list[dict]:
     results = []
     for label, engine, n, layout in STOP_MODES:
         nodes = [name for name, _ in all_nodes[:n]]
-        run = Run(nodes, path, engine=engine, layout=layout)
-        run.wait_ready()
-        t0 = time.monotonic()
-        os.kill(run.state()["driver_pid"], signal.SIGINT)
-        while ours_left(nodes):
-            time.sleep(0.05)
-        gone_s = time.monotonic() - t0
-        run.proc.wait(60)
+        gone_s, _ = ctrl_c(Run(nodes, path, engine=engine, layout=layout), nodes)
         print(f"stop {label}: no container left after {gone_s:.2f}s", flush=True)
         results.append({"mode": label, "nodes": n, "sigint_to_no_container_s": gone_s})
     return results

@@ -65,6 +65,7 @@ def fix_for(rejection: Rejection) -> str:
 
 
 def request(plan: ClusterPlan) -> dict[str, object]:
+    """What node/argcheck.py reads on stdin."""
     checks = [{"rank": n.rank, "parser": c.parser, "argv": list(c.argv)}
               for n in plan.nodes for c in n.argv_checks]
     options = json.loads(resources.files("slurmserve").joinpath("data", TRTLLM_OPTIONS)
@@ -72,11 +73,18 @@ def request(plan: ClusterPlan) -> dict[str, object]:
     return {"checks": checks, "trtllm_options": options["options"]}
 
 
+def launchers(plan: ClusterPlan) -> list[str]:
+    """Commands whose Python interpreter runs the engine: the plan's, then the parsers' names."""
+    names = [n.command[0] for n in plan.nodes if n.command]
+    names += [c.parser for n in plan.nodes for c in n.argv_checks]
+    return list(dict.fromkeys(names))
+
+
 def check_args(ctx: RunContext, plan: ClusterPlan, image: str) -> ArgsVerdict:
     """Run the check on the head node (which holds the image by now)."""
     ctx.enter(Phase.ARGUMENT_CHECK)
     wanted = request(plan)
-    if not wanted["checks"]:
+    if not any(n.argv_checks for n in plan.nodes):
         return ArgsVerdict(unchecked="the plan names no command to check")
     check_dir = os.path.join(ctx.run_dir, "argcheck")
     os.makedirs(check_dir, exist_ok=True)
@@ -84,11 +92,9 @@ def check_args(ctx: RunContext, plan: ClusterPlan, image: str) -> ArgsVerdict:
         json.dump(wanted, fh)
     with open(os.path.join(check_dir, "argcheck.py"), "w", encoding="utf-8") as fh:
         fh.write(node.read("argcheck.py"))
-    launchers = list(dict.fromkeys([n.command[0] for n in plan.nodes if n.command]
-                                   + [c["parser"] for c in wanted["checks"]]))  # type: ignore[index]
     script = render_template("argcheck.sh.j2", job_id=ctx.job.job_id, check_dir=check_dir,
                              image=image, label=docker.job_label(ctx.job.job_id),
-                             launchers=launchers)
+                             launchers=launchers(plan))
     step = ctx.steps.run("argcheck", script, nodes=1, timeout=300)
     return judge(step.facts, list(ctx.nodes))
 
