@@ -209,7 +209,7 @@ def remove_image(nodes: list[str], image: str) -> None:
         node_docker(n, "rmi", "-f", image, check=False)
 
 
-def bench_overhead(all_nodes, path, counts) -> list[dict]:
+def bench_overhead(all_nodes, path, counts, *extra: str) -> list[dict]:
     rows = []
     image = image_id(path)
     warm = Run([name for name, _ in all_nodes[: max(counts)]], path)  # image on every node
@@ -218,7 +218,7 @@ def bench_overhead(all_nodes, path, counts) -> list[dict]:
     for n in counts:
         nodes = all_nodes[:n]
         names = [name for name, _ in nodes]
-        run = Run(names, path)  # image already present from earlier runs
+        run = Run(names, path, *extra)  # image already present from earlier runs
         ready_s = run.wait_ready()
         run.stop()
         hand_s = by_hand(nodes, image)
@@ -348,6 +348,9 @@ def main() -> None:
     results = {
         "machine": {"cpus": os.cpu_count()},
         "overhead": bench_overhead(all_nodes, path, counts),
+        # the same lifecycle without the argument check (one container start plus the
+        # engine's parser import, before launch)
+        "overhead_no_check_args": bench_overhead(all_nodes, path, counts, "--no-check-args"),
         "distribution": bench_distribution(all_nodes, path, min(3, max(counts))),
         "failure": bench_failure(all_nodes, path),
         "teardown": bench_teardown(all_nodes[: max(counts)], path),
