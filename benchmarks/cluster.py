@@ -229,19 +229,38 @@ def bench_overhead(all_nodes, path, counts, *extra: str) -> list[dict]:
     return rows
 
 
-def bench_distribution(all_nodes, path, n, rounds: int = 5) -> dict:
-    """Alternating rounds (by hand, then slurmserve), medians: this machine's noise is large."""
+def load_seconds(run: Run) -> float:
+    """The load only: from "loading IMAGE on N of M node(s)" to the last node's "loaded" line
+    (not the in-image checks or the argument check that follow it)."""
+    start = run.phase_time("image", "loading ")
+    ends = [float(m[1]) for _, line in run.err
+            if (m := PHASE.match(line)) and m[2] == "image" and ": loaded " in m[3]]
+    return max(ends) - start
+
+
+def bench_distribution(all_nodes, path, n, rounds: int = 6) -> dict:
+    """Rounds of both arms, the order swapped every round (both drift as the disk fills its
+    caches), timing the same interval (the parallel loads); medians and paired differences."""
     nodes = [name for name, _ in all_nodes[:n]]
     image = image_id(path)
-    hand, ours = [], []
-    for _ in range(rounds):  # timing rounds without the /proc sampler (it costs CPU here)
+    hand, ours, order = [], [], []
+
+    def by_hand_arm() -> None:
         remove_image(nodes, image)
         hand.append(parallel_load(nodes, path))
+
+    def slurmserve_arm() -> None:
         remove_image(nodes, image)
-        run = Run(nodes, path, "--stage", "direct")
+        run = Run(nodes, path, "--stage", "direct", "--no-check-args")
         run.wait_ready()
-        ours.append(run.phase_time("launch") - run.phase_time("image", "loading"))
+        ours.append(load_seconds(run))
         run.stop()
+
+    for i in range(rounds):  # timing rounds without the /proc sampler (it costs CPU here)
+        arms = (by_hand_arm, slurmserve_arm) if i % 2 == 0 else (slurmserve_arm, by_hand_arm)
+        order.append("by hand first" if i % 2 == 0 else "slurmserve first")
+        for arm in arms:
+            arm()
     remove_image(nodes, image)
     meter = ReadMeter(path)
     run = Run(nodes, path, "--stage", "direct")
@@ -252,8 +271,13 @@ def bench_distribution(all_nodes, path, n, rounds: int = 5) -> dict:
     run.wait_ready()
     skip_s = run.phase_time("image", "skipped") - run.phase_time("preflight", "ok")
     run.stop()
+    paired = [o - h for o, h in zip(ours, hand, strict=True)]
     result = {"nodes": n, "rounds": rounds, "tarball_bytes": os.path.getsize(path),
-              "by_hand_parallel_s": hand, "slurmserve_s": ours,
+              "by_hand_parallel_s": hand, "slurmserve_s": ours, "order": order,
+              "paired_difference_s": paired,
+              "median_paired_difference_s": statistics.median(paired),
+              "median_paired_ratio": statistics.median(o / h for o, h in zip(ours, hand,
+                                                                            strict=True)),
               "ratio_of_medians": statistics.median(ours) / statistics.median(hand),
               "already_present_s": skip_s, "already_present_s_per_node": skip_s / n,
               "node_reads_from_shared_path_direct": direct_reads}
