@@ -271,9 +271,7 @@ def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
     if time is not None and not _SLURM_TIME.match(str(time)):
         raise SpecError("--time", f"'{time}' is not a SLURM time",
                         "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
-    exclusive = d.get("exclusive", False)
-    if not isinstance(exclusive, bool):
-        raise SpecError("slurm.exclusive", f"'{exclusive}' is not true/false", "use true or false")
+    exclusive = _bool("slurm.exclusive", d.get("exclusive", False))
     return SlurmOptions(
         partition=_opt(_slurm_word, "--partition", d.get("partition")),
         account=_opt(_slurm_word, "--account", d.get("account")),

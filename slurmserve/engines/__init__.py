@@ -58,6 +58,10 @@ class Launcher(Protocol):
     def job_secrets(self, names: frozenset[str]) -> dict[str, str]:
         """Texts of the secrets among `names` (those the plan names) the engine makes per job."""
 
+    def argcheck_data(self) -> dict[str, Any]:
+        """Extra fields of the argument check's request (node/argcheck.py), e.g. option sets
+        recorded per release for a parser that cannot be imported without a GPU."""
+
 
 class Sizing(Protocol):
     """What `slurmserve plan` asks."""

@@ -380,6 +380,11 @@ def no_job_secrets(names: frozenset[str]) -> dict[str, str]:
     return {}
 
 
+def no_argcheck_data() -> dict[str, Any]:
+    """The engine's own parser imports in its image: the check needs nothing recorded."""
+    return {}
+
+
 def ssh_keypair() -> tuple[str, str]:
     """A per-job ed25519 key pair in OpenSSH format (private, public)."""
     from cryptography.hazmat.primitives import serialization

@@ -39,6 +39,7 @@ from ._common import (
     http_port,
     merge,
     model_name,
+    no_argcheck_data,
     no_job_secrets,
     one_mode,
     refuse_key_flags,
@@ -97,6 +98,7 @@ def api_key_files(key: str) -> dict[str, str]:
 
 
 job_secrets = no_job_secrets
+argcheck_data = no_argcheck_data
 
 
 def resolve(spec: ServeSpec) -> Resolution:

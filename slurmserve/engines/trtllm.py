@@ -18,8 +18,10 @@ parallel keys count as native values like the flags.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
+from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +109,16 @@ def validate(spec: ServeSpec) -> None:
 
 #: validate() refuses an API key for TRT-LLM.
 api_key_files = no_key_files
+
+#: trtllm-serve's option names per release, recorded from its sources (see the file): the
+#: argument check uses them when tensorrt_llm cannot be imported in a container without a GPU.
+RECORDED_OPTIONS = "trtllm-serve-options.json"
+
+
+def argcheck_data() -> dict[str, Any]:
+    options = json.loads(resources.files(__package__).joinpath(RECORDED_OPTIONS)
+                         .read_text(encoding="utf-8"))
+    return {"trtllm_options": options["options"]}
 
 
 def job_secrets(names: frozenset[str]) -> dict[str, str]:

@@ -50,6 +50,7 @@ from ._common import (
     merge,
     model_name,
     native_int,
+    no_argcheck_data,
     no_job_secrets,
     no_key_files,
     refuse_key_flags,
@@ -124,6 +125,7 @@ def validate(spec: ServeSpec) -> None:
 #: The key travels in VLLM_API_KEY (NodePlan.secret_env), so no files; no other secrets.
 api_key_files = no_key_files
 job_secrets = no_job_secrets
+argcheck_data = no_argcheck_data
 
 
 def resolve(spec: ServeSpec) -> Resolution:

@@ -8,9 +8,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
-from importlib import resources
 
-from .. import node
+from .. import engines, node
 from ..errors import LaunchError
 from ..plan import ClusterPlan
 from ..render import render_template
@@ -19,8 +18,6 @@ from ..slurm.steps import Facts
 from ..state import Phase
 from .context import RunContext
 from .preflight import Finding
-
-TRTLLM_OPTIONS = "trtllm-serve-options.json"  # recorded per release (data/): when it can't import
 
 
 @dataclass(frozen=True)
@@ -65,12 +62,10 @@ def fix_for(rejection: Rejection) -> str:
 
 
 def request(plan: ClusterPlan) -> dict[str, object]:
-    """What node/argcheck.py reads on stdin."""
+    """What node/argcheck.py reads on stdin: the checks, and what the engine adds to them."""
     checks = [{"rank": n.rank, "parser": c.parser, "argv": list(c.argv)}
               for n in plan.nodes for c in n.argv_checks]
-    options = json.loads(resources.files("slurmserve").joinpath("data", TRTLLM_OPTIONS)
-                         .read_text(encoding="utf-8"))
-    return {"checks": checks, "trtllm_options": options["options"]}
+    return {"checks": checks, **engines.get(plan.engine).argcheck_data()}
 
 
 def launchers(plan: ClusterPlan) -> list[str]:

@@ -8,7 +8,9 @@ containers with our label.
 
 from __future__ import annotations
 
+import json
 import os
+import shlex
 import signal
 import socket
 import time
@@ -16,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import engines, state
+from .. import apikey, engines, state
 from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
 from ..plan import ClusterPlan
@@ -179,11 +181,6 @@ class Lifecycle:
 
 def ready_lines(record: JobRecord, spec: ServeSpec, elapsed: float, path: str) -> list[str]:
     """The READY block on stdout: endpoint, a curl to paste, the OpenAI base URL."""
-    import json
-    import shlex
-
-    from .. import apikey
-
     body = json.dumps({"model": record.model, "messages": [{"role": "user", "content": "Hello"}],
                        "max_tokens": 32})
     auth = (f' -H "Authorization: Bearer {apikey.shell_ref(spec.api_key)}"'

@@ -163,7 +163,7 @@ def test_trtllm_record_names_its_sources(version: str) -> None:
 
 def test_trtllm_records_match_what_slurmserve_ships() -> None:
     """slurmserve's own copy (used when an image's tensorrt_llm cannot import) is this data."""
-    shipped_path = ROOT / "slurmserve" / "data" / "trtllm-serve-options.json"
+    shipped_path = ROOT / "slurmserve" / "engines" / "trtllm-serve-options.json"
     if not shipped_path.exists():
         pytest.skip(f"{shipped_path.relative_to(ROOT)} not there")
     shipped = json.loads(shipped_path.read_text())["options"]

@@ -17,7 +17,7 @@ import pytest
 from slurmserve.node import argcheck
 
 PROGRAM = Path(argcheck.__file__)
-OPTIONS = json.loads((PROGRAM.parents[1] / "data" / "trtllm-serve-options.json").read_text())
+OPTIONS = json.loads((PROGRAM.parents[1] / "engines" / "trtllm-serve-options.json").read_text())
 
 
 def fake_distribution(root: Path, name: str, version: str, entry_points: str = "",
