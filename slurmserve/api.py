@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import apikey, engines, runner, slurm, state
+from . import apikey, engines, runner, runtimes, slurm, state
 from .errors import LaunchError, SpecError
 from .plan import Allocation, ClusterPlan, NodeInfo
 from .render import render_template
@@ -112,6 +112,7 @@ def render_sbatch(spec: ServeSpec, python: str | None = None, run_args: list[str
         python=python or sys.executable,
         spec_json=json.dumps(_spec_for_job(spec), sort_keys=True),
         run_args=run_args or [],
+        all_runtimes=runtimes.RUNTIMES, **runtimes.shell_context("", ""),
     )
 
 

@@ -1,4 +1,5 @@
-"""Docker image sources: `docker save` tarballs (read without a Docker daemon) and references.
+"""Image sources: `docker save` tarballs (read without a Docker daemon), references, and the
+cache of converted images.
 
 The image ID comes from the tarball's manifest (the config digest), so distribution can skip a
 node that already holds exactly that image, whatever its tags say.
@@ -125,3 +126,10 @@ def _find_manifest(tar: tarfile.TarFile) -> tuple[object | None, set[str]]:
             names.update(m.name.removeprefix("./") for m in tar)  # the rest, e.g. OCI blobs
             return manifest, names
     return None, names
+
+
+def default_cache_dir() -> str:
+    """Where converted images (.sqsh, .sif) are kept, by image ID: the user's cache, which a
+    cluster's shared home makes visible on every node (--image-cache chooses another)."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "slurmserve", "images")

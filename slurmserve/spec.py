@@ -18,10 +18,12 @@ from typing import Any
 
 from . import engines, envfile
 from .errors import SpecError
+from .runtimes import CHOICES as RUNTIME_CHOICES
 
 FABRICS = ("auto", "efa", "ib", "tcp")
 STAGES = ("auto", "direct", "sbcast")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
+NATIVE_IMAGE_SUFFIXES = (".sqsh", ".sif")  # enroot squashfs (pyxis), Apptainer image
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 # Variable names that hold secrets: their values belong in --env-file, never in the spec (which
@@ -98,6 +100,8 @@ class ServeSpec:
     stage_dir: str = "/tmp"  # node-local directory for `--stage sbcast` copies
     hf_cache: str | None = None  # shared HF cache: the head fetches a hub model once, then offline
     check_args: bool = True  # every rank's argv through the engine's own parser before launch
+    runtime: str = "auto"  # container runtime (runtimes/): auto|docker|podman|pyxis|apptainer
+    image_cache: str | None = None  # shared directory for converted images (.sqsh, .sif)
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -249,10 +253,13 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         stage_dir=_abs_path("stage_dir", d.get("stage_dir", "/tmp")),
         hf_cache=_opt(_hf_cache, "hf_cache", d.get("hf_cache")),
         check_args=_bool("check_args", d.get("check_args", True)),
+        runtime=_choice("runtime", d.get("runtime", "auto"), RUNTIME_CHOICES),
+        image_cache=_opt(_image_cache, "image_cache", d.get("image_cache")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
     )
+    _runtime_fits_image(spec)
     engines.get(spec.engine).validate(spec)
     return spec
 
@@ -382,9 +389,16 @@ def _image(value: Any) -> str:
 
         check_tarball(image)
         return image
+    if image.endswith(NATIVE_IMAGE_SUFFIXES):
+        image = os.path.abspath(os.path.expanduser(image))
+        if not os.path.isfile(image):
+            raise SpecError("image", f"{image} does not exist",
+                            "check the path (it must be on a file system every node mounts)")
+        return image
     if not _IMAGE_REF.match(image):
         raise SpecError("image", f"'{image}' is neither a .tar/.tar.gz file nor an image reference",
-                        "pass a `docker save` tarball or a reference like registry/name:tag")
+                        "pass a `docker save` tarball, a .sqsh or .sif file, or a reference "
+                        "like registry/name:tag")
     return image
 
 
@@ -451,6 +465,21 @@ def _api_key(name: str, value: Any) -> str:
 def _log_dir(value: Any) -> str:
     # Per-node files are bind-mounted from it (`docker --volume SRC:DST:ro`).
     return _volume_source("log_dir", _text("log_dir", value))
+
+
+def _image_cache(name: str, value: Any) -> str:
+    return _volume_source(name, _abs_path(name, os.path.expanduser(_text(name, value))))
+
+
+def _runtime_fits_image(spec: ServeSpec) -> None:
+    """A native image file (.sqsh, .sif) runs only under its own runtime."""
+    from . import runtimes
+
+    fits = runtimes.for_image(spec.image)
+    if spec.runtime != "auto" and spec.runtime not in fits:
+        raise SpecError("--runtime", f"{spec.image} runs only under --runtime "
+                        f"{' or '.join(fits)}, not {spec.runtime}",
+                        f"pass --runtime {fits[0]}, or a `docker save` tarball or a reference")
 
 
 def _hf_cache(name: str, value: Any) -> str:

@@ -113,6 +113,7 @@ class JobRecord:
     head: str | None = None
     port: int | None = None
     mode: str | None = None
+    runtime: str | None = None  # the container runtime that ran it (docker, pyxis, ...)
     engine_version: str | None = None  # what the argument check found, e.g. "vllm 0.32.0"
     nodes: tuple[NodeRecord, ...] = ()
     cleanup_removed: int | None = None

@@ -70,7 +70,13 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.argument("model", required=False),
         click.option("--config", type=click.Path(dir_okay=False),
                      help="YAML spec; flags given here override its keys."),
-        click.option("--image", help="`docker save` tarball (.tar/.tar.gz) or image reference."),
+        click.option("--image", help="`docker save` tarball (.tar/.tar.gz), image reference, "
+                     "or a runtime's own image file (.sqsh for pyxis, .sif for apptainer)."),
+        click.option("--runtime", help="Container runtime: auto|docker|podman|pyxis|apptainer "
+                     "(default auto: pyxis where srun offers --container-image, then "
+                     "apptainer, docker, podman on every node)."),
+        click.option("--image-cache", help="Shared directory for images converted for pyxis "
+                     "or apptainer, by image ID (default ~/.cache/slurmserve/images)."),
         click.option("--served-model-name", help="Name clients use (default: MODEL)."),
         click.option("--nodes", "-N", type=int, help="Nodes to serve on (default 1)."),
         click.option("--gpus-per-node", type=int, help="GPUs on each node (default 8)."),

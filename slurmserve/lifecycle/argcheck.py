@@ -9,12 +9,12 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from .. import engines, node
+from .. import engines, node, runtimes
 from ..errors import LaunchError
 from ..plan import ClusterPlan
 from ..render import render_template
-from ..runtimes import docker
 from ..slurm.steps import Facts
+from ..spec import Mount
 from ..state import Phase
 from .context import RunContext
 from .preflight import Finding
@@ -75,7 +75,7 @@ def launchers(plan: ClusterPlan) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def check_args(ctx: RunContext, plan: ClusterPlan, image: str) -> ArgsVerdict:
+def check_args(ctx: RunContext, plan: ClusterPlan, image: str, runtime: str) -> ArgsVerdict:
     """Run the check on the head node (which holds the image by now)."""
     ctx.enter(Phase.ARGUMENT_CHECK)
     wanted = request(plan)
@@ -87,10 +87,12 @@ def check_args(ctx: RunContext, plan: ClusterPlan, image: str) -> ArgsVerdict:
         json.dump(wanted, fh)
     with open(os.path.join(check_dir, "argcheck.py"), "w", encoding="utf-8") as fh:
         fh.write(node.read("argcheck.py"))
-    script = render_template("argcheck.sh.j2", job_id=ctx.job.job_id, check_dir=check_dir,
-                             image=image, label=docker.job_label(ctx.job.job_id),
-                             launchers=launchers(plan))
-    step = ctx.steps.run("argcheck", script, nodes=1, timeout=300)
+    script = render_template("argcheck.sh.j2", check_dir=check_dir, image=image,
+                             launchers=launchers(plan),
+                             **runtimes.shell_context(runtime, ctx.job.job_id))
+    options = runtimes.get(runtime).step_options(
+        image, ctx.job.job_id, (Mount(check_dir, "/slurmserve-check", read_only=True),))
+    step = ctx.steps.run("argcheck", script, nodes=1, timeout=300, options=options)
     return judge(step.facts, list(ctx.nodes))
 
 

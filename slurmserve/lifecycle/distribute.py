@@ -1,8 +1,11 @@
-"""The image phase: load the image where it is missing, check what the launch needs inside it,
-and (with --hf-cache) fetch a hub model once.
+"""The image phase: get the image to every node in the runtime's own form, check what the
+launch needs inside it, and (with --hf-cache) fetch a hub model once.
 
-A tarball is read from its shared path by every loading node, or copied once by sbcast to
-node-local storage (below SBCAST_MIN_NODES, N parallel reads cost less than a fan-out).
+Daemon runtimes (docker, podman) load a tarball into each node's store where it is missing.
+Step-native runtimes (pyxis, apptainer) run one file: a tarball is converted into it once per
+image ID on the head (cached), and read from shared storage. Either file is read from its
+shared path by every node, or copied once by sbcast to node-local storage (below
+SBCAST_MIN_NODES, N parallel reads cost less than a fan-out).
 """
 
 from __future__ import annotations
@@ -11,13 +14,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from .. import runner
+from .. import runner, runtimes
 from ..errors import LaunchError
 from ..images import TarballImage
 from ..plan import ClusterPlan
 from ..render import render_template
-from ..runtimes import docker
+from ..runtimes import _common as common
 from ..slurm.steps import Fact, Facts
+from ..spec import Mount
 from ..state import Phase
 from . import preflight
 from .context import RunContext
@@ -30,28 +34,33 @@ SBCAST_MIN_NODES = 4
 class Distribution:
     """How the image reached the nodes, for state.json and the benchmark."""
 
+    image: str  # what the runtime runs from here on (a staged copy, for a native file)
     loaded: int = 0  # nodes that loaded it
     details: dict[str, Any] = field(default_factory=dict)
 
 
 def distribute(ctx: RunContext, pre: Preflight, plan: ClusterPlan) -> Distribution:
     ctx.enter(Phase.IMAGE_LOAD)
+    if runtimes.get(pre.runtime).FAMILY == "step":
+        return _distribute_file(ctx, pre, plan)
     image, tarball = pre.image, pre.tarball
-    missing = [r for r in range(len(ctx.nodes)) if pre.facts.of(r).get("image") != "present"]
+    missing = [r for r in range(len(ctx.nodes)) if pre.image_fact(r) != "present"]
     checks = plan.image_checks
     if not missing:
         ctx.console.phase("image", f"{image[:19]} already on every node: skipped")
         if not checks:
-            return Distribution()
-    source, staged = _stage(ctx, tarball, len(missing))
+            return Distribution(image)
+    source, staged = _stage(ctx, tarball.path if tarball else None, len(missing), "image.tar"
+                            + (".gz" if tarball and tarball.compressed else ""), tarball.size
+                            if tarball else 0)
     what = f"{tarball.size / 1e9:.2f} GB tarball" if tarball else "registry pull"
     if missing:
         ctx.console.phase("image", f"loading {image[:19]} on {len(missing)} of "
                           f"{len(ctx.nodes)} node(s) ({what}); others skip")
     script = render_template(
-        "distribute.sh.j2", image_id=image, source=source, pull=tarball is None,
+        "distribute.sh.j2", image=image, source=source, pull=tarball is None,
         compressed=bool(tarball and tarball.compressed), staged=staged, checks=checks,
-        label=docker.job_label(ctx.job.job_id), load=True)
+        load=True, **runtimes.shell_context(pre.runtime, ctx.job.job_id))
     results: dict[int, str] = {}
 
     def on_fact(fact: Fact) -> None:
@@ -66,41 +75,102 @@ def distribute(ctx: RunContext, pre: Preflight, plan: ClusterPlan) -> Distributi
     if step.code != 0 or errors:
         raise LaunchError("image distribution failed, nothing was started:\n  " + "\n  ".join(
             errors or [f"srun exit {step.code}"]) + _load_hint(" ".join(errors), tarball))
-    if checks:
-        findings = preflight.image_tools(list(ctx.nodes), checks, _check_results(step.facts))
-        failures = [f.line() for f in findings if f.status == "fail"]
-        if failures:
-            raise LaunchError("image check failed, nothing was started:\n  "
-                              + "\n  ".join(failures))
-        ctx.console.phase("image", f"checked on {len(ctx.nodes)} node(s): " + findings[0].detail)
+    _require_checks(ctx, checks, step.facts)
     if not (tarball and missing):
-        return Distribution(loaded=len(missing))
+        return Distribution(image, loaded=len(missing))
     # Each loading node reads the whole tarball; sbcast reads it once and fans out.
     # (benchmarks/cluster.py measures the real reads from /proc.)
     shared = tarball.size * (1 if staged else len(missing))
     ctx.console.phase("image", f"read {shared / 1e9:.2f} GB from {tarball.path}"
                       + (" once (sbcast fan-out)" if staged else ""))
-    return Distribution(len(missing), {"stage": "sbcast" if staged else "direct",
-                                       "nodes_loaded": len(missing), "shared_path_bytes": shared})
+    return Distribution(image, len(missing), {"stage": "sbcast" if staged else "direct",
+                                              "nodes_loaded": len(missing),
+                                              "shared_path_bytes": shared})
 
 
-def _stage(ctx: RunContext, tarball: TarballImage | None, missing: int) -> tuple[str, bool]:
-    """Where the loading nodes read the image from, and whether sbcast put it there."""
+def _distribute_file(ctx: RunContext, pre: Preflight, plan: ClusterPlan) -> Distribution:
+    """Step-native runtimes: convert a tarball once (cached by image ID), stage the file where
+    that pays, then check inside the image on every node."""
+    image, details = pre.image, {}
+    if pre.image_plan.convert_from and pre.image_fact(0) != "present":
+        details = convert(ctx, pre)
+    elif pre.image_plan.convert_from:
+        ctx.console.phase("image", f"{image} already converted (cached by image ID): skipped")
+    if image.startswith("/"):
+        size = os.path.getsize(image)
+        staged_path, staged = _stage(ctx, image, len(ctx.nodes), "image" + os.path.splitext(
+            image)[1], size, keep=True)
+        if staged:
+            image = staged_path
+            details.update(stage="sbcast", shared_path_bytes=size)
+        else:
+            details.update(stage="direct", shared_path_bytes=size * len(ctx.nodes))
+    if plan.image_checks:
+        rt = runtimes.get(pre.runtime)
+        script = render_template(
+            "distribute.sh.j2", image=image, source="", pull=False, compressed=False,
+            staged=False, checks=plan.image_checks, load=False,
+            in_image=bool(rt.step_options(image, ctx.job.job_id, ())),
+            **runtimes.shell_context(pre.runtime, ctx.job.job_id))
+        step = ctx.steps.run("distribute", script, options=rt.step_options(
+            image, ctx.job.job_id, ()))
+        if step.code != 0:
+            raise LaunchError(f"the image check could not run (srun exit {step.code}): "
+                              + (step.out.strip().splitlines() or ["no output"])[-1])
+        _require_checks(ctx, plan.image_checks, step.facts)
+    return Distribution(image, 0, details)
+
+
+def convert(ctx: RunContext, pre: Preflight) -> dict[str, Any]:
+    """The tarball into the runtime's own image file, once, on the head, with its own tools."""
+    tarball, out = pre.tarball, pre.image
+    assert tarball is not None
+    ctx.console.phase("image", f"converting {tarball.path} ({tarball.size / 1e9:.2f} GB) into "
+                      f"{out} on {ctx.nodes[0]}, once (cached by image ID)")
+    script = render_template("convert.sh.j2", tarball=tarball.path, out=out,
+                             **runtimes.shell_context(pre.runtime, ctx.job.job_id))
+    step = ctx.steps.run("convert", script, nodes=1)
+    said = step.facts.of(0).get("convert", "")
+    if step.code != 0 or not said.startswith("done"):
+        why = said.removeprefix("error: ") or (step.out.strip().splitlines() or ["no output"])[-1]
+        raise LaunchError(f"node {ctx.nodes[0]}: converting the image for {pre.runtime} failed, "
+                          f"nothing was started: {why}; the step's output is in "
+                          f"{ctx.run_dir}/convert.sh's srun log above")
+    _, seconds, size = said.split()
+    ctx.console.phase("image", f"converted in {seconds}s: {int(size) / 1e9:.2f} GB {out}")
+    return {"converted_seconds": int(seconds), "converted_bytes": int(size)}
+
+
+def _require_checks(ctx: RunContext, checks: tuple[Any, ...], facts: Facts) -> None:
+    if not checks:
+        return
+    findings = preflight.image_tools(list(ctx.nodes), checks, _check_results(facts))
+    failures = [f.line() for f in findings if f.status == "fail"]
+    if failures:
+        raise LaunchError("image check failed, nothing was started:\n  " + "\n  ".join(failures))
+    ctx.console.phase("image", f"checked on {len(ctx.nodes)} node(s): " + findings[0].detail)
+
+
+def _stage(ctx: RunContext, path: str | None, readers: int, name: str, size: int,
+           keep: bool = False) -> tuple[str, bool]:
+    """Where the nodes read the image file from, and whether sbcast put it there. `keep`: the
+    copy stays until cleanup (a native image is read at every container start)."""
     spec = ctx.spec
-    if tarball is None:
+    if path is None:
         return ctx.spec.image, False
-    use_sbcast = spec.stage == "sbcast" or (spec.stage == "auto" and missing >= SBCAST_MIN_NODES)
+    use_sbcast = spec.stage == "sbcast" or (spec.stage == "auto" and readers >= SBCAST_MIN_NODES)
     if use_sbcast and not stage_dir_is_node_local(ctx):
         ctx.console.phase("image", f"{spec.stage_dir} is shared between nodes, so sbcast "
-                          "copies would collide: loading directly (--stage-dir sets a "
+                          "copies would collide: reading it directly (--stage-dir sets a "
                           "node-local directory)")
         use_sbcast = False
     if not use_sbcast:
-        return tarball.path, False
-    target = os.path.join(spec.stage_dir, f"slurmserve-{ctx.job.job_id}-image.tar"
-                          + (".gz" if tarball.compressed else ""))
-    ctx.console.phase("image", f"sbcast {tarball.size / 1e9:.2f} GB to node-local {target}")
-    runner.run(["sbcast", f"--jobid={ctx.job.job_id}", "--force", tarball.path, target],
+        return path, False
+    # The cleanup step removes .slurmserve-JOB-* from the staging directory on every node.
+    prefix = f".slurmserve-{ctx.job.job_id}-" if keep else f"slurmserve-{ctx.job.job_id}-"
+    target = os.path.join(spec.stage_dir, prefix + name)
+    ctx.console.phase("image", f"sbcast {size / 1e9:.2f} GB to node-local {target}")
+    runner.run(["sbcast", f"--jobid={ctx.job.job_id}", "--force", path, target],
                timeout=3600, check=True)
     return target, True
 
@@ -114,19 +184,24 @@ def stage_dir_is_node_local(ctx: RunContext) -> bool:
     return len(counts) == len(ctx.nodes) and all(c == "1" for c in counts)
 
 
-def check_tools(ctx: RunContext, plan: ClusterPlan, image: str) -> list[Finding]:
+def check_tools(ctx: RunContext, plan: ClusterPlan, pre: Preflight) -> list[Finding]:
     """`doctor`: the in-image checks on nodes that hold the image; loads nothing."""
     if not plan.image_checks:
         return []
+    rt = runtimes.get(pre.runtime)
+    if rt.FAMILY == "step" and pre.image_fact(0) != "present":
+        return [Finding(n, "tools", "warn", "image not converted yet: checked inside it at "
+                        "launch") for n in ctx.nodes]
+    options = rt.step_options(pre.image, ctx.job.job_id, ())
     script = render_template(
-        "distribute.sh.j2", image_id=image, source="", pull=False, compressed=False,
-        staged=False, checks=plan.image_checks, label=docker.job_label(ctx.job.job_id),
-        load=False)
-    step = ctx.steps.run("image-check", script, timeout=300)
+        "distribute.sh.j2", image=pre.image, source="", pull=False, compressed=False,
+        staged=False, checks=plan.image_checks, load=False, in_image=bool(options),
+        **runtimes.shell_context(pre.runtime, ctx.job.job_id))
+    step = ctx.steps.run("image-check", script, timeout=300, options=options)
     return preflight.image_tools(list(ctx.nodes), plan.image_checks, _check_results(step.facts))
 
 
-def prefetch(ctx: RunContext, env_file: str, image: str) -> None:
+def prefetch(ctx: RunContext, env_file: str, image: str, runtime: str) -> None:
     """Download a hub model once, on the head, into the shared --hf-cache."""
     spec = ctx.spec
     assert spec.hf_cache
@@ -134,10 +209,11 @@ def prefetch(ctx: RunContext, env_file: str, image: str) -> None:
     ctx.console.phase("model", f"fetching {spec.model} once into {spec.hf_cache} on "
                       f"{ctx.nodes[0]}; every node then reads it offline")
     script = render_template(
-        "prefetch.sh.j2", job_id=ctx.job.job_id, cache=spec.hf_cache, image=image,
-        container=docker.container_name(ctx.job.job_id, "prefetch"), env_file=env_file,
-        label=docker.job_label(ctx.job.job_id), hf_dir=docker.HF_DIR, model=spec.model)
-    step = ctx.steps.run("prefetch", script, nodes=1)
+        "prefetch.sh.j2", cache=spec.hf_cache, image=image, env_file=env_file,
+        hf_dir=common.HF_DIR, model=spec.model, **runtimes.shell_context(runtime, ctx.job.job_id))
+    mounts = (Mount(spec.hf_cache, common.HF_DIR), Mount(ctx.run_dir, ctx.run_dir))
+    step = ctx.steps.run("prefetch", script, nodes=1, options=runtimes.get(runtime).step_options(
+        image, ctx.job.job_id, mounts))
     if step.code != 0:
         said = [line for line in step.out.splitlines() if line.startswith("slurmserve: ")]
         last = said[-1].removeprefix("slurmserve: ") if said else \
@@ -157,9 +233,9 @@ def _check_results(facts: Facts) -> dict[int, list[str]]:
 def _load_hint(errors: str, tarball: TarballImage | None) -> str:
     """What to do about a failed load; the error text only picks the advice."""
     if "no space left on device" in errors:
-        return ("\n  the node's docker data root is full: free space there (docker system df, "
-                "docker image prune), then re-run")
-    if tarball and "error: docker load failed" in errors:
+        return ("\n  the node's image store is full: free space there (docker system df, "
+                "docker image prune, or podman's), then re-run")
+    if tarball and " load failed" in errors:
         return (f"\n  {tarball.path} looks corrupt or truncated: check it with `tar tf`, "
                 "re-create it with `docker save IMAGE -o FILE.tar`")
     return ""

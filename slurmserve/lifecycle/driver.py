@@ -81,8 +81,9 @@ class Lifecycle:
         self.status = Status.STARTING
         self.plan: ClusterPlan | None = None
         self.image = ""
+        self.runtime = ""  # chosen in preflight
         self.bundle: launch.Launch | None = None
-        self.distribution = Distribution()
+        self.distribution = Distribution("")
         self.args = argcheck.ArgsVerdict()
         self.serving: Serving | None = None
         self.ready: Ready | None = None
@@ -92,22 +93,24 @@ class Lifecycle:
         engine = engines.get(spec.engine)
         resolution = engine.resolve(spec)
         pre = preflight.check(ctx, resolution)
+        self.runtime = pre.runtime
         preflight.require(ctx, pre)
-        teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id))
+        teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id,
+                                                               pre.runtime), pre.runtime)
         self.plan = plan = engine.plan(spec, pre.allocation(ctx.job.job_id), resolution,
                                        pre.port)
         self.distribution = distribute.distribute(ctx, pre, plan)
+        self.image = image = self.distribution.image
         if spec.check_args:
-            self.args = argcheck.check_args(ctx, plan, pre.image)
+            self.args = argcheck.check_args(ctx, plan, image, pre.runtime)
             argcheck.require(ctx, self.args)
-        self.image = pre.image
-        self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, pre.image)
+        self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, image, pre.runtime)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
         if spec.hf_cache and not spec.model_is_local:
-            distribute.prefetch(ctx, bundle.nodes[0].env_file, pre.image)
+            distribute.prefetch(ctx, bundle.nodes[0].env_file, image, pre.runtime)
         roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)
         ctx.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
-                          f"on {roles}")
+                          f"on {roles}, runtime {pre.runtime}")
         self.write_record()
         ctx.enter(Phase.LAUNCH)
         if ctx.stop.is_set():
@@ -129,7 +132,7 @@ class Lifecycle:
         if self.status != Status.FAILED:
             self.status = Status.STOPPING
         down = teardown.teardown(ctx, self.serving, self.bundle,
-                                 touched_nodes=ctx.phase != Phase.START)
+                                 touched_nodes=ctx.phase != Phase.START, runtime=self.runtime)
         self.status = Status.FAILED if self.status == Status.FAILED or ctx.failed \
             else Status.STOPPED
         if self.plan is not None:
@@ -150,7 +153,7 @@ class Lifecycle:
                                      log=n.log)
                           for n, p in zip(bundle.nodes, plan.nodes, strict=True))
             placed = dict(image=self.image, endpoint=plan.endpoint, head=plan.head_address,
-                          port=plan.port, mode=plan.mode)
+                          port=plan.port, mode=plan.mode, runtime=self.runtime)
         return JobRecord(
             job=ctx.job.job_id, status=self.status, engine=ctx.spec.engine, model=model,
             run_dir=ctx.run_dir, driver_pid=os.getpid(), driver_host=socket.gethostname(),
@@ -200,18 +203,21 @@ def doctor(spec: ServeSpec, job: Job, console: Console | None = None
     ctx = RunContext(spec, job, console or Console(quiet=True), follow_logs=False)
     os.makedirs(ctx.run_dir, exist_ok=True)
     engine = engines.get(spec.engine)
+    runtime = ""
     try:
         resolution = engine.resolve(spec)
         pre = preflight.check(ctx, resolution)
+        runtime = pre.runtime
         verdict = pre.verdict
         if not verdict.failures:
             plan = engine.plan(spec, pre.allocation(job.job_id), resolution, pre.port)
-            verdict.findings += distribute.check_tools(ctx, plan, pre.image)
-            if pre.facts.of(0).get("image") == "present":  # checked on one node: the head
-                verdict.findings += argcheck.check_args(ctx, plan, pre.image).findings(ctx.nodes[0])
+            verdict.findings += distribute.check_tools(ctx, plan, pre)
+            if pre.image_fact(0) == "present":  # checked on one node: the head
+                verdict.findings += argcheck.check_args(ctx, plan, pre.image, runtime).findings(
+                    ctx.nodes[0])
             else:
                 verdict.findings.append(preflight.Finding(
                     ctx.nodes[0], "args", "warn", "image not on this node yet: checked at launch"))
     finally:
-        teardown.cleanup(ctx, [job.job_id])  # the staging-directory markers
+        teardown.cleanup(ctx, [job.job_id], runtime)  # the staging-directory markers
     return verdict, list(ctx.nodes)

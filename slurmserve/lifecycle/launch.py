@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-from .. import apikey, engines, envfile
+from .. import apikey, engines, envfile, runtimes
 from .. import node as programs
 from ..errors import LaunchError
 from ..plan import ClusterPlan, FileSource, Program, Rendered
 from ..render import render_template
-from ..runtimes import docker
+from ..runtimes import _common as common
 from ..spec import ServeSpec, is_secret_name
 
 STOP_GRACE_S = 10
@@ -49,32 +49,35 @@ class Launch:
     nodes: tuple[NodeLaunch, ...]
     api_key: str | None = field(default=None, repr=False)  # for the readiness probe
     run_files: tuple[tuple[str, str], ...] = ()  # (name, text) in run_dir: helper programs
+    step_options: tuple[str, ...] = ()  # the serving step's runtime options (pyxis)
 
     @property
     def script_path(self) -> str:
         return os.path.join(self.run_dir, "node.sh")
 
 
-def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launch:
+def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str,
+          runtime: str = "docker") -> Launch:
     run_dir = os.path.abspath(run_dir)
+    rt = runtimes.get(runtime)
     user_env = list(spec.env)
     if spec.env_file:
         user_env = envfile.pairs(spec.env_file) + user_env
     api_key = apikey.read(spec.api_key) if spec.api_key else None
     secrets = secret_texts(plan, spec.engine, api_key)
     masked = redactions([v for k, v in user_env if is_secret_name(k)] + [api_key or ""])
-    globs, required = docker.device_globs(spec)
+    globs, required = common.device_globs(spec)
     nodes: list[NodeLaunch] = []
     rendered: list[dict[str, object]] = []
     for node in plan.nodes:
         files_dir = os.path.join(run_dir, f"node-{node.rank}") if (node.files or node.secrets) \
             else None
         env_file = os.path.join(run_dir, f"node-{node.rank}.env")
-        opts, tail = docker.run_argv(spec, plan, node, image, env_file, files_dir)
+        opts, tail = rt.run_argv(spec, plan, node, image, env_file, files_dir)
         launch = NodeLaunch(
-            rank=node.rank, host=node.host, container=docker.container_name(plan.job_id, node.rank),
+            rank=node.rank, host=node.host, container=common.container_name(plan.job_id, node.rank),
             log=os.path.join(run_dir, f"node-{node.rank}-{node.host}.log"), env_file=env_file,
-            env=tuple(docker.env_pairs(spec, node, user_env)
+            env=tuple(common.env_pairs(spec, node, user_env, plan.job_id)
                       + [(var, secrets[name]) for var, name in node.secret_env]),
             files_dir=files_dir, files=tuple((name, file_text(src)) for name, src in node.files),
             secrets=tuple((name, secrets[name]) for name in node.secrets),
@@ -85,14 +88,16 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str) -> Launc
                              log=launch.log, wait_for=list(node.wait_for), run_opts=opts,
                              run_tail=tail, redact=launch.redact_file or ""))
     script = render_template(
-        "node.sh.j2", job_id=plan.job_id, nodes=rendered, device_globs=list(globs),
+        "node.sh.j2", nodes=rendered, device_globs=list(globs), image=image, gpus=spec.gpus,
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
-        stop_grace=STOP_GRACE_S, job_label=docker.job_label(plan.job_id))
+        stop_grace=STOP_GRACE_S,
+        **runtimes.shell_context(runtime, plan.job_id))
     # The head's Hub download (prefetch.sh.j2) runs this beside its script in the run dir.
     run_files = (("hf_prefetch.py", programs.read("hf_prefetch.py")),) \
         if spec.hf_cache and not spec.model_is_local else ()
+    options = rt.step_options(image, plan.job_id, runtimes.serve_mounts(spec, run_dir))
     return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key,
-                  run_files=run_files)
+                  run_files=run_files, step_options=tuple(options))
 
 
 def file_text(source: FileSource) -> str:
@@ -131,7 +136,8 @@ def secret_texts(plan: ClusterPlan, engine: str, api_key: str | None) -> dict[st
 
 
 def env_file_text(pairs: tuple[tuple[str, str], ...]) -> str:
-    """docker --env-file format: KEY=VALUE lines, taken literally (no quotes, no expansion)."""
+    """KEY=VALUE lines, taken literally (no quotes, no expansion): docker's --env-file format,
+    and what the step-native runtimes' rt_with_env reads with shell builtins."""
     return "".join(f"{key}={value}\n" for key, value in pairs)
 
 

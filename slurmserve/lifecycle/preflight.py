@@ -10,18 +10,18 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from .. import engines, images, slurm
+from .. import engines, images, runtimes, slurm
 from ..errors import LaunchError, SpecError
 from ..images import TarballImage
 from ..plan import Allocation, ImageCheck, NodeInfo, PortBlock
 from ..render import render_template
-from ..runtimes import docker
+from ..runtimes import _common as common
 from ..slurm.steps import Facts
 from ..spec import ServeSpec
 from ..state import Phase
 from .context import RunContext
 
-CHECKS = ("step", "route", "docker", "image", "gpus", "rdma", "ports", "tools", "args")
+CHECKS = ("step", "route", "runtime", "image", "gpus", "rdma", "ports", "tools", "args")
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     nodes: list[NodeInfo] = field(default_factory=list)
     port: int | None = None  # HTTP port to use instead of a taken default
+    runtime: str = ""  # the container runtime chosen ("" when none works)
 
     @property
     def failures(self) -> list[Finding]:
@@ -48,7 +49,8 @@ class Verdict:
 
     def to_dict(self) -> dict[str, object]:
         return {"ok": not self.failures, "findings": [asdict(f) for f in self.findings],
-                "nodes": [asdict(n) for n in self.nodes], "port": self.port}
+                "nodes": [asdict(n) for n in self.nodes], "port": self.port,
+                "runtime": self.runtime}
 
     def table(self, names: list[str]) -> str:
         cells = {(f.node, f.check): f.status for f in self.findings}
@@ -87,10 +89,23 @@ class Preflight:
 
     verdict: Verdict
     head_ip: str
-    image: str  # the image ID of a tarball, else the reference
     tarball: TarballImage | None
     facts: Facts
     http: HttpPort
+    runtime: str  # the chosen runtime ("" when none works: the verdict fails)
+    images: dict[str, runtimes.ImagePlan]  # per candidate runtime
+
+    @property
+    def image_plan(self) -> runtimes.ImagePlan:
+        return self.images[self.runtime]
+
+    @property
+    def image(self) -> str:
+        """What the runtime runs: an image ID, a reference or a native image file."""
+        return self.image_plan.image
+
+    def image_fact(self, rank: int) -> str:
+        return self.facts.of(rank).get(f"image.{self.runtime}", "absent")
 
     @property
     def port(self) -> int:
@@ -107,7 +122,7 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     engine = engines.get(spec.engine)
     head_ip = slurm.node_address(ctx.nodes[0])
     tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
-    image = tarball.image_id if tarball else spec.image
+    plans = image_plans(spec, tarball)
     block = PortBlock.for_job(ctx.job.job_id)
     http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
     ports = {rank: list(p) for rank, p in
@@ -117,19 +132,26 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     if not http.explicit:
         for rank in http_ranks:
             ports[rank].append(http.fallback)
-    globs, _ = docker.device_globs(spec)
+    globs, _ = common.device_globs(spec)
     script = render_template(
-        "preflight.sh.j2", job_id=ctx.job.job_id, head_ip=head_ip,
-        image_id=image, tarball=tarball.path if tarball else "",
-        device_globs=list(globs), ports=ports, job_label=docker.LABEL_JOB,
-        stage_dir=spec.stage_dir)
+        "preflight.sh.j2", head_ip=head_ip, images={n: p.image for n, p in plans.items()},
+        tarball=tarball.path if tarball else "", device_globs=list(globs), ports=ports,
+        stage_dir=spec.stage_dir, **runtimes.shell_context("", ctx.job.job_id))
     ctx.enter(Phase.PREFLIGHT)
     ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
     result = ctx.steps.run("preflight", script, timeout=120)
     note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
+    pyxis = "pyxis" in plans and slurm.srun_has_pyxis()
     verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
-                       note)
-    return Preflight(verdict, head_ip, image, tarball, result.facts, http)
+                       note, plans=plans, srun_has_pyxis=pyxis)
+    return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans)
+
+
+def image_plans(spec: ServeSpec, tarball: TarballImage | None) -> dict[str, runtimes.ImagePlan]:
+    """The image as each candidate runtime would run it."""
+    cache = spec.image_cache or images.default_cache_dir()
+    return {name: runtimes.image_plan(name, spec.image, tarball.image_id if tarball else None,
+                                      cache) for name in runtimes.candidates(spec)}
 
 
 def require(ctx: RunContext, pre: Preflight) -> None:
@@ -150,21 +172,29 @@ def require(ctx: RunContext, pre: Preflight) -> None:
                           "--hf-cache DIR on a shared file system fetches it once")
 
 
-def leftover_jobs(facts: Facts, own_job: str) -> list[str]:
-    """Jobs whose containers of ours the nodes hold, other than this one (field failure 12)."""
+def leftover_jobs(facts: Facts, own_job: str, runtime: str) -> list[str]:
+    """Jobs whose containers (or processes) of ours the nodes hold, other than this one
+    (field failure 12)."""
     jobs = {pair.rsplit("=", 1)[1] for rank in facts.ranks()
-            for pair in facts.of(rank).get("ours", "").split() if "=" in pair}
+            for pair in facts.of(rank).get(f"ours.{runtime}", "").split() if "=" in pair}
     jobs.discard(own_job)
     return sorted(jobs)
 
 
 def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]], head_ip: str,
-             tarball: TarballImage | None, http: HttpPort, step_note: str = "") -> Verdict:
-    verdict = Verdict()
+             tarball: TarballImage | None, http: HttpPort, step_note: str = "", *,
+             plans: dict[str, runtimes.ImagePlan] | None = None,
+             srun_has_pyxis: bool = False) -> Verdict:
+    plans = plans or image_plans(spec, tarball)
+    found = {r: {n: f.get(f"runtime.{n}", "") for n in plans} for r, f in facts.items()}
+    choice = runtimes.choose(spec, found, srun_has_pyxis, len(names))
+    verdict = Verdict(runtime=choice.name if choice else "")
     add = verdict.findings.append
     taken = {rank: {int(p) for p in f.get("busy_ports", "").split()} for rank, f in facts.items()}
     verdict.port = http.choose(taken)
-    held = _majority_image(facts) if tarball is None else None
+    rt = choice.name if choice else ""
+    near = "" if choice else runtimes.closest(spec, found, srun_has_pyxis, len(names)) or ""
+    held = _majority_image(facts, rt or near) if tarball is None and (rt or near) else None
     for rank, name in enumerate(names):
         f = facts.get(rank, {})
         if f.get("done") != "1":
@@ -179,22 +209,25 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
         except SpecError:
             add(Finding(name, "route", "fail", f"no address on the route to the head {head_ip} "
                         f"(got '{address}')", "check routing between the nodes"))
-        docker_fact = f.get("docker", "")
-        if docker_fact.startswith("ok"):
-            add(Finding(name, "docker", "ok", f"dockerd {docker_fact[3:]}"))
+        if choice is not None:
+            version = choice.versions.get(rank, "")
+            tag = " (experimental)" if runtimes.get(rt).EXPERIMENTAL else ""
+            add(Finding(name, "runtime", "ok", f"{rt} {version}{tag}; {choice.reason}"))
+            add(_image_finding(spec, name, f, rank, rt, plans[rt], tarball, held))
+        elif near and f.get(f"runtime.{near}", "").startswith("ok"):
+            add(Finding(name, "runtime", "ok", f"{near} {f[f'runtime.{near}'][3:]} (not on "
+                        "every node)"))
+            add(_image_finding(spec, name, f, rank, near, plans[near], tarball, held))
+        elif near:
+            add(Finding(name, "runtime", "fail", f"{near} is not usable here "
+                        f"({f.get(f'runtime.{near}') or 'absent'})", _runtime_fix(spec, near)))
         else:
-            add(Finding(name, "docker", "fail", f"docker is not reachable ({docker_fact})",
-                        "start dockerd or set DOCKER_HOST for job steps"))
-        if tarball and f.get("tarball") != "readable":
-            add(Finding(name, "image", "fail", f"cannot read the image tarball {tarball.path}",
-                        "put it on a file system every node mounts"))
-        elif held and f.get("held_id", held) != held:
-            add(Finding(name, "image", "fail", f"{spec.image} is {f['held_id'][:19]} here but "
-                        f"{held[:19]} on the other nodes", "give every node the same image: "
-                        "docker pull it everywhere, or pass a `docker save` tarball"))
-        else:
-            add(Finding(name, "image", "ok", "present" if f.get("image") == "present"
-                        else "will be loaded"))
+            said = ", ".join(f"{n}: {f.get(f'runtime.{n}') or 'absent'}" for n in plans
+                             if not (n == "pyxis" and not srun_has_pyxis)) or "none probed"
+            if "pyxis" in plans and not srun_has_pyxis:
+                said += ", pyxis: srun has no --container-image"
+            add(Finding(name, "runtime", "fail", f"no container runtime works on every node "
+                        f"({said})", _runtime_fix(spec)))
         gpus = f.get("gpus", "none")
         if spec.gpus == "none":
             add(Finding(name, "gpus", "ok", "not used (--gpus none)"))
@@ -206,8 +239,8 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
                         f"{spec.gpus_per_node}", "fix --gpus-per-node or the allocation"))
         else:
             add(Finding(name, "gpus", "ok", f"{gpus} visible"))
-        _, required = docker.device_globs(spec)
-        if required and not docker.has_rdma(f.get("devices", "")):
+        _, required = common.device_globs(spec)
+        if required and not common.has_rdma(f.get("devices", "")):
             add(Finding(name, "rdma", "fail", f"--fabric {spec.fabric} needs "
                         "/dev/infiniband/uverbs* and there is none",
                         "check the driver or use --fabric tcp"))
@@ -227,10 +260,41 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
     return verdict
 
 
-def _majority_image(facts: dict[int, dict[str, str]]) -> str | None:
+def _image_finding(spec: ServeSpec, name: str, f: dict[str, str], rank: int, rt: str,
+                   plan: runtimes.ImagePlan, tarball: TarballImage | None,
+                   held: str | None) -> Finding:
+    here = f.get(f"image.{rt}", "absent")
+    converts = plan.convert_from is not None
+    if tarball and here != "present" and (not converts or rank == 0) \
+            and f.get("tarball") != "readable":
+        return Finding(name, "image", "fail", f"cannot read the image tarball {tarball.path}",
+                       "put it on a file system every node mounts")
+    if held and f.get(f"held_id.{rt}", held) != held:
+        return Finding(name, "image", "fail", f"{spec.image} is {f[f'held_id.{rt}'][:19]} here "
+                       f"but {held[:19]} on the other nodes", "give every node the same image: "
+                       f"{rt} pull it everywhere, or pass a `docker save` tarball")
+    if plan.image.startswith("/") and not converts and here != "present":
+        return Finding(name, "image", "fail", f"cannot read {plan.image} here",
+                       "put it on a file system every node mounts")
+    return Finding(name, "image", "ok", "present" if here == "present" else
+                   "will be converted once" if converts else "will be loaded")
+
+
+def _runtime_fix(spec: ServeSpec, name: str = "") -> str:
+    name = name or (spec.runtime if spec.runtime != "auto" else "")
+    if name == "docker":
+        return "start dockerd or set DOCKER_HOST for job steps, or choose another --runtime"
+    if name:
+        return f"{name} needs {runtimes.get(name).TOOLS}; or choose another --runtime"
+    return ("start dockerd (or set DOCKER_HOST for job steps), install podman or apptainer, "
+            "or run where srun offers --container-image (pyxis)")
+
+
+def _majority_image(facts: dict[int, dict[str, str]], runtime: str) -> str | None:
     """The image ID most nodes hold under the spec's reference (None when none holds it)."""
-    ids = [f["held_id"] for f in facts.values() if f.get("held_id")]
-    head = facts.get(0, {}).get("held_id")
+    key = f"held_id.{runtime}"
+    ids = [f[key] for f in facts.values() if f.get(key)]
+    head = facts.get(0, {}).get(key)
     return max(ids, key=lambda i: (ids.count(i), i == head)) if ids else None
 
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .. import runner, slurm
+from .. import runner, runtimes, slurm
 from ..errors import LaunchError
 from ..render import render_template
-from ..runtimes import docker
 from ..slurm.steps import terminate
 from .context import RunContext
 from .launch import Launch
 from .watch import SERVE_STEP, Serving
 
-STEP_STOP_GRACE_S = 20  # node.sh gives docker stop 10 s; srun needs a little more
+STEP_STOP_GRACE_S = 20  # node.sh gives the container 10 s; srun needs a little more
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,12 @@ class Cleanup:
     unchecked: tuple[str, ...]  # nodes the cleanup could not check, and why
 
 
-def cleanup(ctx: RunContext, job_ids: list[str]) -> Cleanup:
-    """Remove containers labelled with these jobs on every node: the last word."""
-    script = render_template("cleanup.sh.j2", job_ids=job_ids, label_key=docker.LABEL_JOB,
-                             stage_dir=ctx.spec.stage_dir)
+def cleanup(ctx: RunContext, job_ids: list[str], runtime: str) -> Cleanup:
+    """Remove what carries these jobs' mark on every node (containers by label, processes by
+    the job mark), and only that: the last word."""
+    script = render_template("cleanup.sh.j2", job_ids=job_ids, stage_dir=ctx.spec.stage_dir,
+                             cleanup_runtimes=[runtime] if runtime else [], optional=False,
+                             **runtimes.shell_context(runtime, ctx.job.job_id))
     try:
         facts = ctx.steps.run_uninterruptible("cleanup", script, timeout=120).facts
     except LaunchError as exc:
@@ -44,21 +45,21 @@ def cleanup(ctx: RunContext, job_ids: list[str]) -> Cleanup:
             unchecked.append(
                 f"{host}: its cleanup task did not answer (unreachable?); once the node is "
                 "back, SLURM ends the step there and its task stops the container")
-        elif fact.get("docker", "").startswith("error"):
+        elif fact.get("runtime", "").startswith("error"):
             unchecked.append(
-                f"{host}: docker does not answer ({fact['docker'].removeprefix('error: ')}); "
+                f"{host}: {runtime} does not answer ({fact['runtime'].removeprefix('error: ')}); "
                 "a stopping dockerd stops its containers")
     return Cleanup(removed, tuple(unchecked))
 
 
-def remove_leftovers(ctx: RunContext, jobs: list[str]) -> None:
+def remove_leftovers(ctx: RunContext, jobs: list[str], runtime: str) -> None:
     """Containers of ours from jobs that are over (field failure 12); others untouched."""
     if not jobs:
         return
     states = slurm.job_states(jobs)
     finished = sorted(j for j, s in states.items() if s not in slurm.ACTIVE_STATES)
     if finished:
-        removed = cleanup(ctx, finished).removed
+        removed = cleanup(ctx, finished, runtime).removed
         ctx.console.phase("preflight", f"removed {removed} leftover container(s) of "
                           f"finished job(s) {', '.join(finished)}")
 
@@ -70,13 +71,13 @@ class Teardown:
 
 
 def teardown(ctx: RunContext, serving: Serving | None, bundle: Launch | None,
-             touched_nodes: bool) -> Teardown:
+             touched_nodes: bool, runtime: str) -> Teardown:
     """Stop, clean, and say what is left. `touched_nodes`: any step ran on the nodes."""
     if serving is not None and serving.proc.poll() is None:
         ctx.console.phase("teardown", "stopping containers on every node")
         _stop_serving_step(ctx, serving)
     ended = touched_nodes and ctx.job_ended()
-    result = cleanup(ctx, [ctx.job.job_id]) if touched_nodes and not ended else None
+    result = cleanup(ctx, [ctx.job.job_id], runtime) if touched_nodes and not ended else None
     if serving is not None:
         serving.done.set()
     if bundle is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ..errors import LaunchError, Stopped
 from ..plan import ClusterPlan
 from ..runner import Process
-from ..runtimes import docker
+from ..runtimes import _common as common
 from ..slurm.steps import parse_fact
 from ..state import Phase
 from .context import RunContext
@@ -34,7 +34,8 @@ class Serving:
         self.done = threading.Event()  # set at teardown: the log followers end
         ctx.ranks = len(plan.nodes)
         self.proc: Process = ctx.steps.start(SERVE_STEP, bundle.script_path,
-                                             nodes=len(plan.nodes), label=SERVE_STEP)
+                                             nodes=len(plan.nodes), label=SERVE_STEP,
+                                             options=bundle.step_options)
         threading.Thread(target=self._read_step, daemon=True).start()
         for node in bundle.nodes:  # printed only when following; always watched
             watch = LogWatch(node.host, rdma_expected.get(node.rank, False))
@@ -87,8 +88,8 @@ class Serving:
 
 def rdma_expected(ctx: RunContext, facts_devices: dict[int, str]) -> dict[int, bool]:
     """Per rank: should NCCL use RDMA there (asked for, or the node has the devices)?"""
-    _, required = docker.device_globs(ctx.spec)
-    return {rank: required or docker.has_rdma(devices) for rank, devices in facts_devices.items()}
+    _, required = common.device_globs(ctx.spec)
+    return {rank: required or common.has_rdma(devices) for rank, devices in facts_devices.items()}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ may be a long traceback).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -25,6 +26,8 @@ def main(argv: Sequence[str]) -> int:
     if len(argv) != 1:
         print("usage: hf_prefetch.py MODEL", file=sys.stderr)
         return 2
+    # The env file says offline (for the engine, which reads what this fetched): not this.
+    os.environ["HF_HUB_OFFLINE"] = "0"
     try:
         from huggingface_hub import snapshot_download
     except ImportError as exc:

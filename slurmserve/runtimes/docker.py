@@ -1,114 +1,44 @@
-"""Docker runtime: the `docker run` line for one node, and how to find and stop our containers.
-
-Podman, enroot or Apptainer would be siblings exporting the same names: `container_name`,
-`labels`, `run_argv`, `env_pairs`, `device_globs`. Finding and stopping our containers by
-label is shell, in the node, cleanup and preflight templates.
-"""
+"""Docker: a named, labelled container per node in each node's daemon, stopped by label."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..plan import ClusterPlan, NodePlan
+from ..spec import Mount
+from ._common import FILES_DIR, HF_DIR, container_name, labels
 
 if TYPE_CHECKING:
+    from ..plan import ClusterPlan, NodePlan
     from ..spec import ServeSpec
 
 NAME = "docker"
-LABEL_JOB = "slurmserve.job"  # other tools find our containers by this key: keep it
-LABEL_RANK = "slurmserve.rank"
-LABEL_ROLE = "slurmserve.role"
-LABEL_ENGINE = "slurmserve.engine"
-FILES_DIR = "/slurmserve"  # NodePlan.files and secrets appear here, read-only
-HF_DIR = "/slurmserve-hf"  # --hf-cache appears here, as HF_HOME
-
-# Fabric -> (device globs passed through when present, whether one must exist, NCCL/FI env).
-# NCCL names its transport at INFO (INIT,NET only: a few lines per rank), so the driver can flag
-# a silent fall-back to sockets (logwatch.py); a user's own NCCL_DEBUG wins.
-_NCCL_SAYS_TRANSPORT = (("NCCL_DEBUG", "INFO"), ("NCCL_DEBUG_SUBSYS", "INIT,NET"))
-_FABRICS: dict[str, tuple[tuple[str, ...], bool, tuple[tuple[str, str], ...]]] = {
-    "efa": (("/dev/infiniband/uverbs*", "/dev/gdrdrv"), True,
-            (("FI_PROVIDER", "efa"), ("FI_EFA_USE_DEVICE_RDMA", "1"),
-             # Naming the plugin makes NCCL fail loudly when it is missing, instead of
-             # falling back to TCP sockets (field failure 4).
-             ("NCCL_NET", "AWS Libfabric"), *_NCCL_SAYS_TRANSPORT)),
-    "ib": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm"), True,
-           (("NCCL_IB_DISABLE", "0"), *_NCCL_SAYS_TRANSPORT)),
-    "auto": (("/dev/infiniband/uverbs*", "/dev/infiniband/rdma_cm", "/dev/gdrdrv"), False,
-             _NCCL_SAYS_TRANSPORT),
-    "tcp": ((), False, (("NCCL_IB_DISABLE", "1"), ("NCCL_NET", "Socket"))),
-}
+FAMILY = "daemon"
+EXPERIMENTAL = False
+NATIVE_SUFFIXES: tuple[str, ...] = ()
+CONVERTS = False
+TOOLS = "a docker daemon the job's steps can reach (DOCKER_HOST)"
 
 
-def has_rdma(devices: str | Iterable[str]) -> bool:
-    """Whether found devices (paths, or one space-separated string of them) include an RDMA
-    verbs device (/dev/infiniband/uverbsN): the one rule for "this node has RDMA"."""
-    paths = devices.split() if isinstance(devices, str) else devices
-    return any(path.rsplit("/", 1)[-1].startswith("uverbs") for path in paths)
+def native_name(image_id: str) -> str:
+    return image_id
 
 
-def container_name(job_id: str, rank: int | str) -> str:
-    """`slurmserve-JOB-RANK`, or a helper's role in place of the rank (e.g. `prefetch`)."""
-    return f"slurmserve-{job_id}-{rank}"
+def reference(ref: str) -> str:
+    return ref
 
 
-def job_label(job_id: str) -> str:
-    """`--label` value that marks a container as this job's: cleanup finds it by this."""
-    return f"{LABEL_JOB}={job_id}"
-
-
-def labels(plan: ClusterPlan, node: NodePlan) -> dict[str, str]:
-    return {LABEL_JOB: plan.job_id, LABEL_RANK: str(node.rank), LABEL_ROLE: node.role,
-            LABEL_ENGINE: plan.engine}
-
-
-def device_globs(spec: ServeSpec) -> tuple[tuple[str, ...], bool]:
-    """Device paths the node script passes through when present, and whether one is required.
-
-    Detection happens on the node at launch (node.sh), not here. When it finds RDMA devices it
-    also lifts the memlock limit, which RDMA memory registration needs (field failure 4).
-    """
-    globs, required, _ = _FABRICS[spec.fabric]
-    return globs, required
-
-
-def env_pairs(spec: ServeSpec, node: NodePlan, user_env: list[tuple[str, str]]
-              ) -> list[tuple[str, str]]:
-    """The container's environment, written to a 0600 env file (values never reach argv).
-
-    Later entries win: fabric defaults, then the user's variables, then the engine's per-node
-    values (they carry this node's address, which must be right).
-    """
-    pairs: list[tuple[str, str]] = [
-        # Every collective library binds the interface on the route to the head (failures 1-2).
-        ("GLOO_SOCKET_IFNAME", node.ifname),
-        ("NCCL_SOCKET_IFNAME", node.ifname),
-        ("TP_SOCKET_IFNAME", node.ifname),
-        *_FABRICS[spec.fabric][2],
-    ]
-    if spec.model_is_local:
-        pairs.append(("HF_HUB_OFFLINE", "1"))  # a local model never needs the hub
-    elif spec.hf_cache:  # the head fetched it once (prefetch.sh.j2): nobody else downloads
-        pairs += [("HF_HOME", HF_DIR), ("HF_HUB_OFFLINE", "1")]
-    pairs += user_env
-    pairs += list(node.env)
-    seen: dict[str, str] = {}
-    for key, value in pairs:
-        seen[key] = value
-    return list(seen.items())
+def step_options(image: str, job_id: str, mounts: Sequence[Mount]) -> list[str]:
+    return []
 
 
 def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env_file: str,
-             files_dir: str | None) -> tuple[list[str], list[str]]:
-    """`docker run` options, and the entrypoint/image/command tail.
-
-    The node script puts the devices it finds at launch between the two.
-    """
+             files_dir: str | None, cli: str = "docker") -> tuple[list[str], list[str]]:
+    """`docker run` options (podman takes the same), and the entrypoint/image/command tail."""
     # Attached (not --detach): the client streams the log from the first byte and returns the
     # exit code. --rm: the daemon removes the container once it stops, even if SLURM SIGKILLs
     # the node task (after KillWait) while `docker stop` still waits for the engine to exit.
-    argv = ["docker", "run", "--rm", "--name", container_name(plan.job_id, node.rank)]
+    argv = [cli, "run", "--rm", "--name", container_name(plan.job_id, node.rank)]
     for key, value in labels(plan, node).items():
         argv += ["--label", f"{key}={value}"]
     argv += [
@@ -121,10 +51,6 @@ def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env
     # Every node's name resolves inside every container (Gloo/NCCL and c10d look peers up).
     for peer in plan.nodes:
         argv += ["--add-host", f"{peer.host}:{peer.address}"]
-    if spec.gpus == "all":
-        argv += ["--gpus", "all"]
-    elif spec.gpus != "none":
-        argv += ["--gpus", f'"device={spec.gpus}"']
     for mount in spec.mounts:
         argv += ["--volume", str(mount)]
     if spec.hf_cache:

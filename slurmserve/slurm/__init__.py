@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import socket
@@ -71,15 +72,23 @@ def node_address(node: str) -> str:
 
 
 def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None,
-              label: str | None = None) -> list[str]:
-    """One task per node. `--overlap` lets side steps share nodes with the serving step."""
+              label: str | None = None, options: Sequence[str] = ()) -> list[str]:
+    """One task per node. `--overlap` lets side steps share nodes with the serving step.
+    `options`: more srun options, e.g. a container runtime's (pyxis: --container-image)."""
     count = nodes or len(job.nodes)
     argv = ["srun", f"--jobid={job.job_id}", f"--nodes={count}", f"--ntasks={count}",
             "--ntasks-per-node=1", f"--nodelist={','.join(job.nodes[:count])}", "--unbuffered",
             "--overlap"]
     if label:
         argv.append(f"--job-name={label}")
-    return argv + list(script)
+    return argv + list(options) + list(script)
+
+
+@functools.cache
+def srun_has_pyxis() -> bool:
+    """Whether this site's srun offers pyxis's --container-image (a SPANK plugin)."""
+    result = runner.run(["srun", "--help"], timeout=30)
+    return "--container-image" in result.out
 
 
 def sbatch_argv(script_path: str) -> list[str]:

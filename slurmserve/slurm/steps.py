@@ -12,7 +12,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from .. import runner
@@ -96,17 +96,20 @@ class StepRunner:
             fh.write(script)
         return path
 
-    def argv(self, path: str, name: str, nodes: int | None = None) -> list[str]:
+    def argv(self, path: str, name: str, nodes: int | None = None,
+             options: Sequence[str] = ()) -> list[str]:
         return srun_argv(self.job, ["bash", path], nodes=nodes or self.nodes,
-                         label=f"slurmserve-{name}")
+                         label=f"slurmserve-{name}", options=options)
 
     def run(self, name: str, script: str, *, nodes: int | None = None, timeout: float = 3600,
-            on_fact: Callable[[Fact], None] | None = None) -> StepResult:
-        """Run to completion on every node (or the first `nodes`); Stopped on a stop."""
+            on_fact: Callable[[Fact], None] | None = None,
+            options: Sequence[str] = ()) -> StepResult:
+        """Run to completion on every node (or the first `nodes`); Stopped on a stop.
+        `options`: more srun options (a runtime's, for a step that runs inside the image)."""
         path = self.write(name, script)
         if self.stop.is_set():
             raise Stopped
-        proc = runner.start(self.argv(path, name, nodes))
+        proc = runner.start(self.argv(path, name, nodes, options))
         lines: list[str] = []
         facts = Facts()
 
@@ -143,9 +146,11 @@ class StepRunner:
         result = runner.run(self.argv(path, name), timeout=timeout)
         return StepResult(result.code, result.out, parse(result.out))
 
-    def start(self, name: str, path: str, nodes: int, label: str) -> runner.Process:
+    def start(self, name: str, path: str, nodes: int, label: str,
+              options: Sequence[str] = ()) -> runner.Process:
         """A long-running step (the serving step); the caller reads its output."""
-        return runner.start(srun_argv(self.job, ["bash", path], nodes=nodes, label=label))
+        return runner.start(srun_argv(self.job, ["bash", path], nodes=nodes, label=label,
+                                      options=options))
 
 
 def terminate(proc: runner.Process, grace: float = 5.0) -> None:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # slurmserve node launcher for job 4242, rendered by slurmserve; run by one srun step with
-# one task per node. Each task starts its node's container, streams the container's log to a
-# file, stops the container on SIGTERM/SIGINT, and exits with the container's exit code.
-# Compute nodes need only bash and docker.
+# one task per node. Each task starts its node's container (docker), streams its log to a
+# file, stops it on SIGTERM/SIGINT, and exits with its exit code. Compute nodes need only bash
+# and the runtime.
 set -euo pipefail
 
 rank="${SLURM_PROCID:?slurmserve: SLURM_PROCID is unset; run this script under srun}"
@@ -12,7 +12,7 @@ case "$rank" in
     name=slurmserve-4242-0
     log=/shared/logs/4242/node-0-gpu-1.log
     wait_for=()
-    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --gpus all)
+    run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=head --label slurmserve.engine=sglang --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1)
     run_tail=(--entrypoint python3 registry.example/engine:1.0 -m sglang.launch_server --model-path Qwen/Qwen2.5-72B-Instruct --tp-size 8 --host 0.0.0.0 --port 30000 --enable-metrics)
     redact_file=''
     ;;
@@ -20,6 +20,79 @@ case "$rank" in
 esac
 
 fact() { printf 'SLURMSERVE_FACT\t%s\t%s\t%s\n' "$rank" "$1" "$2"; }
+image=registry.example/engine:1.0
+# Daemon runtime (docker): named containers labelled slurmserve.job=JOB in each node's store.
+# The rt_* functions every template calls (contract: slurmserve/runtimes/__init__.py).
+rt_has_image() { docker image inspect --format '{{.Id}}' "$image" 2>/dev/null; }
+
+rt_load() {  # SOURCE COMPRESSED: load a `docker save` tarball
+  if (( $2 )); then
+    if command -v pigz >/dev/null 2>&1; then unzip=(pigz -dc); else unzip=(gzip -dc); fi
+    "${unzip[@]}" "$1" | docker load 2>&1
+  else
+    docker load --input "$1" 2>&1
+  fi
+}
+
+rt_pull() { docker pull --quiet "$1" 2>&1; }
+
+rt_exec() {  # NETWORK ENV_FILE MOUNTS -- ARGV: one throwaway container of $image
+  local network=$1 env_file=$2 mounts=$3 opts=() m
+  shift 4
+  [[ -z "$env_file" ]] || opts+=(--env-file "$env_file")
+  IFS=, read -ra m <<<"$mounts"
+  for mount in "${m[@]}"; do opts+=(--volume "$mount"); done
+  docker run --rm --interactive --network "$network" --label slurmserve.job=4242 "${opts[@]}" \
+    --entrypoint "$1" "$image" "${@:2}"
+}
+
+rt_prepare() {  # NAME: a stale container of ours goes; someone else's is left alone
+  local stale
+  stale=$(docker ps --all --quiet --filter "name=^/?${1}\$" --filter "label=slurmserve.job=4242")
+  [[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
+  if [[ -n "$(docker ps --all --quiet --filter "name=^/?${1}\$")" ]]; then
+    echo "a container named $1 exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
+    return 1
+  fi
+}
+
+rt_device_opts() {  # DEVICES...: pass each through; RDMA registers pinned memory (memlock)
+  device_opts=()
+  local dev rdma=0
+  for dev in "$@"; do
+    device_opts+=(--device "$dev")
+    [[ "$dev" == */uverbs* ]] && rdma=1
+  done
+  (( rdma )) && device_opts+=(--ulimit memlock=-1)
+  return 0
+}
+
+rt_gpu_opts() {  # IDS ("" none, "all", or the global indices SLURM gave this job here)
+  gpu_opts=()
+  [[ -z "$1" ]] && return 0
+  if [[ "$1" == all ]]; then gpu_opts=(--gpus all); else gpu_opts=(--gpus "\"device=$1\""); fi
+}
+
+rt_stop() { docker stop --time 10 "$1" >/dev/null 2>&1 || true; }  # NAME PID
+
+rt_after() { docker rm --force "$1" >/dev/null 2>&1 || true; }  # NAME
+
+rt_diagnose() {  # NAME CODE LOG: why the container ended
+  if ! docker version >/dev/null 2>&1; then
+    echo "docker on $here stopped or does not answer (the client of container $1 returned $2); restart it there"
+  elif (( $2 >= 125 && $2 <= 127 )); then
+    echo "docker could not run the container (code $2): $(tail -n1 "$3")"
+  else
+    echo "container $1 exited with code $2"
+  fi
+}
+
+rt_remove() {  # JOB: remove its containers; prints how many (exit 1: docker did not answer)
+  local ids id n=0
+  ids=$(docker ps --all --quiet --filter "label=slurmserve.job=$1" 2>&1) || { echo "$ids" | tail -n1; return 1; }
+  for id in $ids; do docker rm --force "$id" >/dev/null 2>&1 && n=$((n + 1)); done
+  echo "$n"
+}
 fail() { fact failed "$*"; }  # the driver names the node and rank
 
 here="${SLURMD_NODENAME:-$(hostname -s)}"
@@ -32,12 +105,31 @@ devices=()
 missing_required=1
 for pattern in '/dev/infiniband/uverbs*' /dev/infiniband/rdma_cm /dev/gdrdrv; do
   while IFS= read -r dev; do
-    devices+=(--device "$dev")
+    devices+=("$dev")
     [[ "$dev" == */uverbs* ]] && missing_required=0
   done < <(compgen -G "$pattern" || true)
 done
-# RDMA registers pinned memory: lift memlock only where RDMA devices are passed through.
-(( missing_required )) || devices+=(--ulimit memlock=-1)
+rt_device_opts "${devices[@]}"
+
+# Only the GPUs SLURM gave this job on this node, by global index (a node shared with another
+# job must not hand it this job's GPUs, nor this job its): SLURM_STEP_GPUS, not the
+# cgroup-relative CUDA_VISIBLE_DEVICES.
+allocated="${SLURM_STEP_GPUS:-${SLURM_JOB_GPUS:-}}"
+case all in
+  none) gpu_ids="" ;;
+  all) gpu_ids="${allocated:-all}" ;;  # SLURM names none (no GRES): the node is the job's
+  *)
+    gpu_ids=all
+    for id in ${gpu_ids//,/ }; do
+      if [[ -n "$allocated" && ",$allocated," != *",$id,"* ]]; then
+        fail "--gpus all names GPU $id, which SLURM did not give this job on $here (it gave $allocated)"
+        exit 4
+      fi
+    done
+    ;;
+esac
+rt_gpu_opts "$gpu_ids"
+fact gpus "${gpu_ids:-none}"
 
 deadline=$((SECONDS + 1800))
 for target in "${wait_for[@]}"; do
@@ -52,19 +144,15 @@ for target in "${wait_for[@]}"; do
   done
 done
 
-# A container with this job's name and label is ours from an earlier attempt of this job.
-stale=$(docker ps --all --quiet --filter "name=^/${name}\$" --filter "label=slurmserve.job=4242")
-[[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
-# The same name without our label is someone else's container: never touched.
-if [[ -n "$(docker ps --all --quiet --filter "name=^/${name}\$")" ]]; then
-  fail "a container named $name exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
+if ! why=$(rt_prepare "$name"); then
+  fail "$why"
   exit 6
 fi
 
 stopping=0
 stop_container() {
   stopping=1
-  docker stop --time 10 "$name" >/dev/null 2>&1 || true
+  rt_stop "$name" "${client:-}"
 }
 trap 'stop_container' TERM INT HUP
 
@@ -81,14 +169,14 @@ redact() {
 }
 if [[ -n "$redact_file" ]]; then
   mapfile -t secrets <"$redact_file"
-  "${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" > >(redact >>"$log") 2>&1 &
+  "${run_opts[@]}" "${device_opts[@]}" "${gpu_opts[@]}" "${run_tail[@]}" > >(redact >>"$log") 2>&1 &
 else
-  "${run_opts[@]}" "${devices[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
+  "${run_opts[@]}" "${device_opts[@]}" "${gpu_opts[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
 fi
 client=$!
 fact started "$name"
 # `wait` on a background job lets the trap run as soon as a signal arrives; the client
-# returns when the container ends, with its exit code (125-127: docker could not run it).
+# returns when the container ends, with its exit code.
 while true; do
   wait "$client" && code=0 || code=$?
   kill -0 "$client" 2>/dev/null || break
@@ -98,16 +186,10 @@ while true; do
     stop_container
   fi
 done
-docker rm --force "$name" >/dev/null 2>&1 || true
+rt_after "$name"
 if (( stopping )); then
   fact stopped "$name"
   exit 0
 fi
-if ! docker version >/dev/null 2>&1; then
-  fail "docker on $here stopped or does not answer (the client of container $name returned $code); restart dockerd there"
-elif (( code >= 125 && code <= 127 )); then
-  fail "docker could not run the container (code $code): $(tail -n1 "$log")"
-else
-  fail "container $name exited with code $code"
-fi
+fail "$(rt_diagnose "$name" "$code" "$log")"
 exit "$code"

@@ -185,7 +185,7 @@ def run(args: list[str]) -> int:
         return subprocess.run(["sh", *command]).returncode
     if not delayed("run", name):
         return 0
-    if command[:1] == ["/slurmserve/hf_prefetch.py"]:  # the hub pre-fetch: a one-shot container
+    if command[:1] and command[0].endswith("/hf_prefetch.py"):  # the hub pre-fetch: one-shot
         code = int(CONTROL.get("prefetch_exit", 0))
         print("slurmserve: 401 Unauthorized" if code else f"fetched {command[1]}")
         return code

@@ -89,6 +89,13 @@ class FakeSlurm:
         docker = bin_dir / "docker"
         docker.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fake_docker.py'} \"$@\"\n")
         docker.chmod(0o755)
+        # The machine's own podman/enroot/apptainer stay out of it: on this fake's nodes they
+        # are installed but broken, so `auto` finds docker (tests of the others set their own).
+        for tool in ("podman", "enroot", "apptainer", "singularity"):
+            shim = bin_dir / tool
+            shim.write_text(f"#!/bin/sh\necho '{tool}: not on this fake node' >&2\nexit 1\n")
+            shim.chmod(0o755)
+        self.pyxis = False  # whether `srun --help` lists --container-image
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
                     "FAKE_DOCKER_ROOT": str(tmp / "docker"),
                     "FAKE_DOCKER_LOG": str(tmp / "docker-calls.jsonl"),
@@ -144,6 +151,10 @@ class FakeSlurm:
             env: Mapping[str, str] | None = None) -> Result:
         argv = list(argv)
         self.calls.append(argv)
+        if argv == ["srun", "--help"]:
+            return Result(tuple(argv), 0, "Usage: srun [OPTIONS(0)...]\n" + (
+                "      --container-image=[USER@][REGISTRY#]IMAGE[:TAG]|PATH\n" if self.pyxis
+                else ""), "")
         if argv[0] == "srun":
             step = self._srun(argv)
             if step is None:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import subprocess
 
-from slurmserve import api, load_spec
+from slurmserve import api, load_spec, runtimes
+from slurmserve import node as node_programs
 from slurmserve.lifecycle import launch
 from slurmserve.lifecycle.logwatch import LogWatch
 from slurmserve.render import render_template
-from slurmserve.runtimes import docker
+from slurmserve.runtimes import _common as docker
 from tests.unit.helpers import allocation
 
 IMG = "registry.example/engine:1"
@@ -95,11 +96,11 @@ def test_mode_13_a_hub_model_is_fetched_once_then_every_node_is_offline(tmp_path
         assert env["HF_HUB_OFFLINE"] == "1" and env["HF_HOME"] == docker.HF_DIR
     assert f"/shared/hf:{docker.HF_DIR}" in bundle.script
     script = render_template(
-        "prefetch.sh.j2", job_id="4242", cache="/shared/hf", image=IMG,
-        container="slurmserve-4242-prefetch", env_file=bundle.nodes[0].env_file,
-        label="slurmserve.job=4242", hf_dir=docker.HF_DIR, model=spec.model)
+        "prefetch.sh.j2", cache="/shared/hf", image=IMG, env_file=bundle.nodes[0].env_file,
+        hf_dir=docker.HF_DIR, model=spec.model, **runtimes.shell_context("docker", "4242"))
     subprocess.run(["bash", "-n"], input=script, text=True, check=True)
-    assert "--env HF_HUB_OFFLINE=0" in script and "snapshot_download" in script
+    assert "snapshot_download" in script
+    assert 'os.environ["HF_HUB_OFFLINE"] = "0"' in node_programs.read("hf_prefetch.py")
     assert "HF_TOKEN=" not in script  # the token stays in the head's 0600 env file
 
 
@@ -130,12 +131,13 @@ def test_mode_14_ray_mode_checks_ray_in_the_image_and_mp_does_not(tmp_path):
 def test_image_checks_render_into_valid_shell():
     _, ray, _ = _launch("/tmp/unused", tp=8, pp=2)
     for load in (True, False):  # run's distribution step, and doctor's check-only step
-        script = render_template("distribute.sh.j2", image_id="sha256:abc", source="/x.tar",
+        script = render_template("distribute.sh.j2", image="sha256:abc", source="/x.tar",
                                  pull=False, compressed=False, staged=False,
-                                 checks=ray.image_checks, label="slurmserve.job=4242", load=load)
+                                 checks=ray.image_checks, load=load,
+                                 **runtimes.shell_context("docker", "4242"))
         subprocess.run(["bash", "-n"], input=script, text=True, check=True)
         assert "ray --version" in script and "--label slurmserve.job=4242" in script
-        assert ("docker load" in script) is load
+        assert ("rt_load " in script) is load
 
 
 def test_image_tools_name_each_failing_node_and_a_version_split():

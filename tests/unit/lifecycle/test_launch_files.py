@@ -7,11 +7,11 @@ import stat
 import subprocess
 from pathlib import Path
 
-from slurmserve import api, load_spec, node
+from slurmserve import api, load_spec, node, runtimes
 from slurmserve.lifecycle import launch
 from slurmserve.plan import Program, Rendered
 from slurmserve.render import render_template
-from slurmserve.runtimes import docker
+from slurmserve.runtimes import _common as docker
 from tests.unit.helpers import allocation
 
 IMG = "registry.example/engine:1"
@@ -68,9 +68,9 @@ def test_a_hub_model_with_a_shared_cache_gets_the_prefetch_program(tmp_path):
 
 def _prefetch(run_dir: Path, fake_bin: Path) -> subprocess.CompletedProcess[str]:
     script = render_template(
-        "prefetch.sh.j2", job_id="4242", cache=str(run_dir / "hf"), image=IMG,
-        container="slurmserve-4242-prefetch", env_file=str(run_dir / "node-0.env"),
-        label="slurmserve.job=4242", hf_dir=docker.HF_DIR, model="org/m")
+        "prefetch.sh.j2", cache=str(run_dir / "hf"), image=IMG,
+        env_file=str(run_dir / "node-0.env"), hf_dir=docker.HF_DIR, model="org/m",
+        **runtimes.shell_context("docker", "4242"))
     path = run_dir / "prefetch.sh"  # the step runner writes every step script in the run dir
     path.write_text(script)
     env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
@@ -92,6 +92,6 @@ def test_prefetch_mounts_the_program_written_beside_it(tmp_path):
     ran = _prefetch(run_dir, fake_bin)
     assert ran.returncode == 0, ran.stderr
     argv = record.read_text().splitlines()
-    assert f"{run_dir}/hf_prefetch.py:/slurmserve/hf_prefetch.py:ro" in argv
-    assert argv[-3:] == [IMG, "/slurmserve/hf_prefetch.py", "org/m"]
+    assert f"{run_dir}/hf_prefetch.py:{run_dir}/hf_prefetch.py:ro" in argv
+    assert argv[-3:] == [IMG, f"{run_dir}/hf_prefetch.py", "org/m"]
     assert argv[argv.index("--entrypoint") + 1] == "python3"

@@ -7,8 +7,8 @@ from slurmserve.images import TarballImage
 from slurmserve.lifecycle.preflight import HttpPort, evaluate
 
 IMG = "registry.example/engine:1"
-GOOD = {"done": "1", "address": "192.0.2.2", "ifname": "ens5", "docker": "ok 20.10.24",
-        "image": "absent", "tarball": "readable", "devices": "", "gpus": "8", "busy_ports": ""}
+GOOD = {"done": "1", "address": "192.0.2.2", "ifname": "ens5", "runtime.docker": "ok 20.10.24",
+        "image.docker": "absent", "tarball": "readable", "devices": "", "gpus": "8", "busy_ports": ""}
 
 
 def _spec(**kw):
@@ -31,11 +31,11 @@ def test_all_good_nodes_pass_with_their_route():
 
 def test_each_failure_names_node_cause_and_fix():
     tarball = TarballImage("/shared/x.tar", "sha256:" + "0" * 64, (), False, 1)
-    facts = {0: dict(GOOD, docker="error: Cannot connect", gpus="4"),
+    facts = {0: dict(GOOD, **{"runtime.docker": "error: Cannot connect"}, gpus="4"),
              1: dict(GOOD, tarball="unreadable", address="", busy_ports="20001")}
     verdict = _eval(facts, spec=_spec(fabric="efa"), tarball=tarball)
     lines = [f.line() for f in verdict.failures]
-    assert "node a: docker is not reachable (error: Cannot connect); start dockerd" in lines[0]
+    assert "node a: docker is not usable here (error: Cannot connect); start dockerd" in lines[0]
     assert any(line.startswith("node a: 4 GPU(s) visible, the spec needs 8") for line in lines)
     assert any("node b: cannot read the image tarball /shared/x.tar" in line for line in lines)
     assert any("node b: no address on the route to the head" in line for line in lines)
@@ -67,11 +67,11 @@ def test_no_gpus_needed_with_gpus_none():
 
 def test_one_tag_naming_different_images_on_the_nodes_fails_the_odd_node():
     """Field failure 14: a registry reference pulled at different times differs per node."""
-    same = {0: dict(GOOD, image="present", held_id="sha256:aaa"),
-            1: dict(GOOD, image="present", held_id="sha256:aaa")}
+    same = {0: dict(GOOD, **{"image.docker": "present", "held_id.docker": "sha256:aaa"}),
+            1: dict(GOOD, **{"image.docker": "present", "held_id.docker": "sha256:aaa"})}
     assert not _eval(same).failures
-    differ = {0: dict(GOOD, image="present", held_id="sha256:aaa"),
-              1: dict(GOOD, image="present", held_id="sha256:bbb")}
+    differ = {0: dict(GOOD, **{"image.docker": "present", "held_id.docker": "sha256:aaa"}),
+              1: dict(GOOD, **{"image.docker": "present", "held_id.docker": "sha256:bbb"})}
     [failure] = _eval(differ).failures
     assert failure.node == "b" and failure.check == "image"
     assert f"{IMG} is sha256:bbb here but sha256:aaa on the other nodes" in failure.line()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from slurmserve.runtimes import docker
+from slurmserve.runtimes import _common as docker
 
 
 @pytest.mark.parametrize("devices,rdma", [
