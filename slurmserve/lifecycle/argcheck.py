@@ -91,7 +91,8 @@ def check_args(ctx: RunContext, plan: ClusterPlan, image: str, runtime: str) -> 
                              launchers=launchers(plan),
                              **runtimes.shell_context(runtime, ctx.job.job_id))
     options = runtimes.get(runtime).step_options(
-        image, ctx.job.job_id, (Mount(check_dir, "/slurmserve-check", read_only=True),))
+        image, ctx.job.job_id, (Mount(ctx.run_dir, ctx.run_dir),
+                                Mount(check_dir, "/slurmserve-check", read_only=True)))
     step = ctx.steps.run("argcheck", script, nodes=1, timeout=300, options=options)
     return judge(step.facts, list(ctx.nodes))
 

@@ -106,14 +106,13 @@ def _distribute_file(ctx: RunContext, pre: Preflight, plan: ClusterPlan) -> Dist
         else:
             details.update(stage="direct", shared_path_bytes=size * len(ctx.nodes))
     if plan.image_checks:
-        rt = runtimes.get(pre.runtime)
+        options = runtimes.get(pre.runtime).step_options(image, ctx.job.job_id,
+                                                         _in_run_dir(ctx))
         script = render_template(
             "distribute.sh.j2", image=image, source="", pull=False, compressed=False,
-            staged=False, checks=plan.image_checks, load=False,
-            in_image=bool(rt.step_options(image, ctx.job.job_id, ())),
+            staged=False, checks=plan.image_checks, load=False, in_image=bool(options),
             **runtimes.shell_context(pre.runtime, ctx.job.job_id))
-        step = ctx.steps.run("distribute", script, options=rt.step_options(
-            image, ctx.job.job_id, ()))
+        step = ctx.steps.run("distribute", script, options=options)
         if step.code != 0:
             raise LaunchError(f"the image check could not run (srun exit {step.code}): "
                               + (step.out.strip().splitlines() or ["no output"])[-1])
@@ -139,6 +138,11 @@ def convert(ctx: RunContext, pre: Preflight) -> dict[str, Any]:
     _, seconds, size = said.split()
     ctx.console.phase("image", f"converted in {seconds}s: {int(size) / 1e9:.2f} GB {out}")
     return {"converted_seconds": int(seconds), "converted_bytes": int(size)}
+
+
+def _in_run_dir(ctx: RunContext) -> tuple[Mount, ...]:
+    """A step that runs inside the image (pyxis) must see its own script, in the run dir."""
+    return (Mount(ctx.run_dir, ctx.run_dir),)
 
 
 def _require_checks(ctx: RunContext, checks: tuple[Any, ...], facts: Facts) -> None:
@@ -192,7 +196,7 @@ def check_tools(ctx: RunContext, plan: ClusterPlan, pre: Preflight) -> list[Find
     if rt.FAMILY == "step" and pre.image_fact(0) != "present":
         return [Finding(n, "tools", "warn", "image not converted yet: checked inside it at "
                         "launch") for n in ctx.nodes]
-    options = rt.step_options(pre.image, ctx.job.job_id, ())
+    options = rt.step_options(pre.image, ctx.job.job_id, _in_run_dir(ctx))
     script = render_template(
         "distribute.sh.j2", image=pre.image, source="", pull=False, compressed=False,
         staged=False, checks=plan.image_checks, load=False, in_image=bool(options),

@@ -93,7 +93,7 @@ class Lifecycle:
         engine = engines.get(spec.engine)
         resolution = engine.resolve(spec)
         pre = preflight.check(ctx, resolution)
-        self.runtime = pre.runtime
+        self.runtime = pre.runtime or pre.verdict.closest  # what teardown cleans with
         preflight.require(ctx, pre)
         teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id,
                                                                pre.runtime), pre.runtime)
@@ -207,7 +207,7 @@ def doctor(spec: ServeSpec, job: Job, console: Console | None = None
     try:
         resolution = engine.resolve(spec)
         pre = preflight.check(ctx, resolution)
-        runtime = pre.runtime
+        runtime = pre.runtime or pre.verdict.closest
         verdict = pre.verdict
         if not verdict.failures:
             plan = engine.plan(spec, pre.allocation(job.job_id), resolution, pre.port)

@@ -42,6 +42,7 @@ class Verdict:
     nodes: list[NodeInfo] = field(default_factory=list)
     port: int | None = None  # HTTP port to use instead of a taken default
     runtime: str = ""  # the container runtime chosen ("" when none works)
+    closest: str = ""  # when none works everywhere: the one that works on the most nodes
 
     @property
     def failures(self) -> list[Finding]:
@@ -194,6 +195,7 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
     verdict.port = http.choose(taken)
     rt = choice.name if choice else ""
     near = "" if choice else runtimes.closest(spec, found, srun_has_pyxis, len(names)) or ""
+    verdict.closest = near
     held = _majority_image(facts, rt or near) if tarball is None and (rt or near) else None
     for rank, name in enumerate(names):
         f = facts.get(rank, {})
@@ -228,17 +230,7 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
                 said += ", pyxis: srun has no --container-image"
             add(Finding(name, "runtime", "fail", f"no container runtime works on every node "
                         f"({said})", _runtime_fix(spec)))
-        gpus = f.get("gpus", "none")
-        if spec.gpus == "none":
-            add(Finding(name, "gpus", "ok", "not used (--gpus none)"))
-        elif not gpus.isdigit():
-            add(Finding(name, "gpus", "fail", "no NVIDIA GPUs visible (nvidia-smi missing)",
-                        "pass --gpus none to run without GPUs"))
-        elif int(gpus) < spec.gpus_per_node:
-            add(Finding(name, "gpus", "fail", f"{gpus} GPU(s) visible, the spec needs "
-                        f"{spec.gpus_per_node}", "fix --gpus-per-node or the allocation"))
-        else:
-            add(Finding(name, "gpus", "ok", f"{gpus} visible"))
+        add(_gpu_finding(spec, name, f))
         _, required = common.device_globs(spec)
         if required and not common.has_rdma(f.get("devices", "")):
             add(Finding(name, "rdma", "fail", f"--fabric {spec.fabric} needs "
@@ -258,6 +250,31 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
                 f" (HTTP on the job's port {http.fallback})" if rank in http.ranks and verdict.port
                 else "")))
     return verdict
+
+
+def _gpu_finding(spec: ServeSpec, name: str, f: dict[str, str]) -> Finding:
+    """The GPUs SLURM gave this job here (global indices) count first; nvidia-smi confirms."""
+    visible, ids = f.get("gpus", "none"), f.get("gpu_ids", "")
+    if spec.gpus == "none":
+        return Finding(name, "gpus", "ok", "not used (--gpus none)")
+    if ids:
+        given = len(ids.split(","))
+        if given < spec.gpus_per_node:
+            return Finding(name, "gpus", "fail", f"SLURM gave this job {given} GPU(s) here "
+                           f"({ids}), the spec needs {spec.gpus_per_node}",
+                           f"allocate with --gpus-per-node={spec.gpus_per_node}, or fix "
+                           "--gpus-per-node")
+        if not visible.isdigit():
+            return Finding(name, "gpus", "warn", f"SLURM gave GPU(s) {ids}; nvidia-smi is not "
+                           "on this node, so they were not seen")
+        return Finding(name, "gpus", "ok", f"{ids} of {visible} (SLURM's, by global index)")
+    if not visible.isdigit():
+        return Finding(name, "gpus", "fail", "no NVIDIA GPUs visible (nvidia-smi missing)",
+                       "pass --gpus none to run without GPUs")
+    if int(visible) < spec.gpus_per_node:
+        return Finding(name, "gpus", "fail", f"{visible} GPU(s) visible, the spec needs "
+                       f"{spec.gpus_per_node}", "fix --gpus-per-node or the allocation")
+    return Finding(name, "gpus", "ok", f"{visible} visible")
 
 
 def _image_finding(spec: ServeSpec, name: str, f: dict[str, str], rank: int, rt: str,

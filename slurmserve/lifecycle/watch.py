@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from .launch import Launch
 from .logwatch import LogWatch
 
 SERVE_STEP = "slurmserve-serve"
+# srun's own word when a task ends with an error: a node script that died without saying why.
+TASK_EXITED = re.compile(r"^srun: error: (\S+): task (\d+): Exited with exit code (\d+)")
 GENERATE_TIMEOUT_S = 10.0
 POLL_S = 0.25
 
@@ -49,6 +52,12 @@ class Serving:
             fact = parse_fact(line)
             if fact is None:
                 ctx.console.line(line.rstrip("\n"))
+                exited = TASK_EXITED.match(line)
+                rank = int(exited[2]) if exited else -1
+                if exited and rank < len(self.plan.nodes) and \
+                        not any(f.rank == rank for f in ctx.failed):
+                    ctx.add_failure(rank, f"its task exited with code {exited[3]} without "
+                                    f"saying why (see {self.bundle.nodes[rank].log})")
                 continue
             who = f"slurmserve[{fact.rank}@{self.plan.nodes[fact.rank].host}]"
             if fact.key == "started":  # counted before it is shown: stop messages say it

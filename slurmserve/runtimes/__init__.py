@@ -140,10 +140,11 @@ def _why_not(name: str, found: Mapping[int, Mapping[str, str]], srun_has_pyxis: 
 
 def shell_context(name: str, job_id: str) -> dict[str, object]:
     """What every template that includes templates/runtimes/NAME.sh.j2 passes it."""
-    from ._common import FILES_DIR, LABEL_JOB, MARK_VAR, job_label
+    from ._common import FILES_DIR, LABEL_JOB, MARK_VAR, NODE_VAR, job_label
 
     return {"runtime": name, "job_id": job_id, "label_key": LABEL_JOB,
-            "job_label": job_label(job_id), "mark_var": MARK_VAR, "files_dir": FILES_DIR}
+            "job_label": job_label(job_id), "mark_var": MARK_VAR, "node_var": NODE_VAR,
+            "files_dir": FILES_DIR}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ LABEL_ENGINE = "slurmserve.engine"
 FILES_DIR = "/slurmserve"  # NodePlan.files and secrets appear here, read-only
 HF_DIR = "/slurmserve-hf"  # --hf-cache appears here, as HF_HOME
 MARK_VAR = "SLURMSERVE_JOB"  # in every engine environment: the process-level label
+NODE_VAR = "SLURMSERVE_NODE"  # beside it: where nodes share one PID space (a test machine)
 
 # Fabric -> (device globs passed through when present, whether one must exist, NCCL/FI env).
 # NCCL names its transport at INFO (INIT,NET only: a few lines per rank), so the driver can flag
@@ -93,7 +94,7 @@ def env_pairs(spec: ServeSpec, node: NodePlan, user_env: list[tuple[str, str]], 
         pairs += [("HF_HOME", HF_DIR), ("HF_HUB_OFFLINE", "1")]
     pairs += user_env
     pairs += list(node.env)
-    pairs.append((MARK_VAR, job_id))
+    pairs += [(MARK_VAR, job_id), (NODE_VAR, node.host)]
     seen: dict[str, str] = {}
     for key, value in pairs:
         seen[key] = value

@@ -30,4 +30,10 @@ def step_options(image: str, job_id: str, mounts: Sequence[Mount]) -> list[str]:
 
 def run_argv(spec: ServeSpec, plan: ClusterPlan, node: NodePlan, image: str, env_file: str,
              files_dir: str | None) -> tuple[list[str], list[str]]:
-    return docker.run_argv(spec, plan, node, image, env_file, files_dir, cli="podman")
+    """docker's line, but with the task's own limits (--ulimit host): any explicit --ulimit
+    makes podman drop its defaults and set nofile/nproc itself, which a host without
+    CAP_SYS_RESOURCE refuses. The node script raises the soft stack limit (docker's
+    --ulimit stack=64 MiB) before the run."""
+    opts, tail = docker.run_argv(spec, plan, node, image, env_file, files_dir, cli="podman")
+    at = opts.index("--ulimit")
+    return [*opts[:at], "--ulimit", "host", *opts[at + 2:]], tail

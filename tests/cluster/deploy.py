@@ -14,6 +14,11 @@ import requests
 
 # Flags every stand-in deployment needs: no GPUs here, one "GPU" per node for the plan.
 STANDIN = ("--gpus", "none", "--gpus-per-node", "1", "--health-timeout", "120")
+# The container runtime of the cluster suite (a deployment that names its own keeps it). CI runs
+# the suite under docker, then the runtime-dependent part again under pyxis (README, Tests).
+RUNTIME = os.environ.get("SLURMSERVE_TEST_RUNTIME", "docker")
+STEP_RUNTIMES = ("pyxis", "apptainer")
+SANDBOX_STATE = Path("/var/lib/slurmserve-sandbox")
 READY = re.compile(r"^READY (http://\S+) model=(\S+)")
 
 
@@ -41,8 +46,11 @@ class Deployment:
                        SLURM_JOB_NUM_NODES=str(nodes))
         self.job = job
         cut = run_args.index("--") if "--" in run_args else len(run_args)
+        self.runtime = run_args[run_args.index("--runtime") + 1] \
+            if "--runtime" in run_args[:cut] else RUNTIME
         argv += ["slurmserve", "run", *run_args[:cut], "--log-dir", str(self.log_dir),
-                 "--quiet-logs", *run_args[cut:]]
+                 "--quiet-logs", *(() if "--runtime" in run_args[:cut] else
+                                   ("--runtime", RUNTIME)), *run_args[cut:]]
         self.argv = argv
         self.proc = subprocess.Popen(argv, stdout=self.out_path.open("w"),
                                      stderr=self.err_path.open("w"), stdin=subprocess.DEVNULL,
@@ -154,10 +162,13 @@ class Deployment:
         subprocess.run(["scancel", job], capture_output=True, timeout=30, check=False)
 
 
-def our_containers(sandbox, job_id: str | None = None, skip: tuple[str, ...] = ()
-                   ) -> dict[str, list[str]]:
-    """Containers carrying the slurmserve.job label (of one job, or any) on every node but
-    SKIP (nodes whose docker is down on purpose)."""
+def our_containers(sandbox, job_id: str | None = None, skip: tuple[str, ...] = (),
+                   runtime: str | None = None) -> dict[str, list[str]]:
+    """What of ours is left on every node but SKIP (nodes whose docker is down on purpose), for
+    one job or any: containers carrying the slurmserve.job label (docker), or, for step-native
+    runtimes, processes carrying the job mark and pyxis's named containers."""
+    if (runtime or RUNTIME) in STEP_RUNTIMES:
+        return marked_leftovers(sandbox.nodes, job_id, skip)
     label = "slurmserve.job" + (f"={job_id}" if job_id else "")
     found = {}
     for node in sandbox.nodes:
@@ -167,4 +178,27 @@ def our_containers(sandbox, job_id: str | None = None, skip: tuple[str, ...] = (
                                "--format", "{{.Names}}").stdout.split()
         if names:
             found[node] = names
+    return found
+
+
+def marked_leftovers(nodes, job_id: str | None = None, skip: tuple[str, ...] = ()
+                     ) -> dict[str, list[str]]:
+    """Processes whose environment carries SLURMSERVE_JOB (=JOB) and SLURMSERVE_NODE=node (the
+    sandbox's nodes share one PID space), and enroot containers pyxis made for the job, in
+    each node's node-local enroot data directory."""
+    found: dict[str, list[str]] = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode(
+                errors="replace").split("\0") if "=" in kv)
+        except OSError:
+            continue
+        job, node = env.get("SLURMSERVE_JOB"), env.get("SLURMSERVE_NODE")
+        if job and node in nodes and node not in skip and (job_id is None or job == job_id):
+            found.setdefault(node, []).append(f"pid {proc.name}")
+    for node in nodes:
+        data = SANDBOX_STATE / "local" / node / "enroot" / "data"
+        for entry in data.glob("pyxis_*") if data.is_dir() and node not in skip else ():
+            if job_id is None or f"slurmserve-{job_id}" in entry.name:
+                found.setdefault(node, []).append(entry.name)
     return found

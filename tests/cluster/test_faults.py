@@ -193,7 +193,7 @@ def test_stopped_dockerd(deploy, sandbox, foreign, when):
             stop_dockerd("n2")
             d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
             assert_clean_end(d, sandbox, 1, "preflight failed, nothing was started",
-                             "node n2: docker is not reachable", "could not check n2: docker "
+                             "node n2: docker is not usable here", "could not check n2: docker "
                              "does not answer", foreign=foreign, skip=("n2",))
             assert "] launch" not in d.err
         else:

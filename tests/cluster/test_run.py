@@ -230,7 +230,7 @@ def test_doctor_checks_every_node_and_starts_nothing(sandbox, standin_tarball, t
     assert ok.returncode == 0, ok.stdout + ok.stderr
     verdict = json.loads(ok.stdout)
     assert verdict["ok"] and len(verdict["nodes"]) == 2
-    assert {f["check"] for f in verdict["findings"]} >= {"route", "docker", "image", "ports"}
+    assert {f["check"] for f in verdict["findings"]} >= {"route", "runtime", "image", "ports"}
     bad = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1
     assert "no NVIDIA GPUs visible" in bad.stdout and "--gpus none" in bad.stdout

@@ -157,7 +157,9 @@ rt_device_opts() {  # DEVICES...: pass each through; RDMA registers pinned memor
     device_opts+=(--device "$dev")
     [[ "$dev" == */uverbs* ]] && rdma=1
   done
-  (( rdma )) && device_opts+=(--ulimit memlock=-1)
+  # podman runs with this task'"'"'s limits (--ulimit host): raise them here.
+  ulimit -S -s 65536 2>/dev/null || true
+  (( rdma )) && { ulimit -S -l unlimited 2>/dev/null || true; }
   return 0
 }
 
@@ -202,9 +204,12 @@ remove_pyxis() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # pyxis + enroot: in-image steps run inside the job'"'"'s named container (srun --container-*).
 # Step-native runtime: the engine is a process of this SLURM step. What it leaves behind is
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
+rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
 rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s mark
   local file pid
   for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
+    # and this node'"'"'s name: on a test machine, nodes share one PID space
+    grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done
@@ -213,7 +218,7 @@ rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s 
 rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 5 s; prints count
   local pids n i
   mapfile -t pids < <(rt_marked "$1")
-  n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c .)
+  n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
   for ((i = 0; i < 25; i++)); do
@@ -229,6 +234,7 @@ rt_with_env() {  # ENV_FILE FILES_DIR CMD...: CMD with the env file'"'"'s variab
   local file=$1 files=$2 line
   shift 2
   (
+    rt_image_path
     while IFS= read -r line || [[ -n "$line" ]]; do
       [[ "$line" == *=* ]] && export "${line%%=*}=${line#*=}"
     done <"$file"
@@ -258,6 +264,17 @@ rt_after() { rt_kill_marked '"'"''"'"' >/dev/null; }  # NAME: daemons the engine
 
 rt_diagnose() { echo "the engine ($1) exited with code $2"; }  # NAME CODE LOG
 
+# The image'"'"'s own PATH (enroot writes its ENV to /etc/environment): enroot starts a login shell
+# by default (ENROOT_LOGIN_SHELL), whose /etc/profile resets PATH, e.g. past an /opt/venv.
+rt_image_path() {
+  local line
+  [[ -r /etc/environment ]] || return 0
+  while IFS= read -r line; do
+    [[ "$line" == PATH=* ]] && export "$line"
+  done </etc/environment
+  return 0
+}
+
 rt_has_image() { [[ -r "$image" ]] && echo "$image"; }  # a .sqsh (a reference: imported by pyxis)
 
 rt_convert() {  # TARBALL OUT: `docker save` tarball -> enroot squashfs, with the tools'"'"' own
@@ -265,15 +282,24 @@ rt_convert() {  # TARBALL OUT: `docker save` tarball -> enroot squashfs, with th
   loaded=$(podman load --input "$tar" 2>&1) || { echo "podman load failed: $(tail -n1 <<<"$loaded")"; return 1; }
   id=$(sed -n '"'"'s/^Loaded image[^:]*: *//p'"'"' <<<"$loaded" | tail -n1)
   [[ -n "$id" ]] || { echo "podman load named no image: $(tail -n1 <<<"$loaded")"; return 1; }
-  if ! enroot import --output "$out" "podman://$id" >&2; then
-    echo "enroot import podman://$id failed (its output is in this step'"'"'s log)"; return 1
+  # enroot 4.1'"'"'s podman:// import removes its container with a hard-coded `docker rm`: let
+  # that `docker` be podman, or the container stays and the import reports failure.
+  local shim rc=0
+  shim=$(mktemp -d) && printf '"'"'#!/bin/sh\nexec podman "$@"\n'"'"' >"$shim/docker" && chmod 755 "$shim/docker"
+  PATH="$shim:$PATH" enroot import --output "$out" "podman://$id" >"$shim/log" 2>&1 || rc=$?
+  cat "$shim/log" >&2
+  if (( rc )); then
+    echo "enroot import podman://$id failed with code $rc: $(grep -v '"'"'^\s*$'"'"' "$shim/log" | tail -n1)"
+    rm -rf "$shim"; return 1
   fi
+  rm -rf "$shim"
   podman rmi "$id" >/dev/null 2>&1 || true  # only the conversion needed it
 }
 
 rt_exec() {  # NETWORK ENV_FILE MOUNTS -- ARGV: this step already runs in the image
   local env_file=$2
   shift 4
+  rt_image_path
   if [[ -n "$env_file" ]]; then rt_with_env "$env_file" "" "$@"; else "$@"; fi
 }
 
@@ -303,9 +329,12 @@ remove_apptainer() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # Apptainer/Singularity (experimental): `apptainer exec` of a .sif per node, a child of this task.
 # Step-native runtime: the engine is a process of this SLURM step. What it leaves behind is
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
+rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
 rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s mark
   local file pid
   for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
+    # and this node'"'"'s name: on a test machine, nodes share one PID space
+    grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done
@@ -314,7 +343,7 @@ rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s 
 rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 5 s; prints count
   local pids n i
   mapfile -t pids < <(rt_marked "$1")
-  n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c .)
+  n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
   for ((i = 0; i < 25; i++)); do

@@ -5,7 +5,8 @@ set -euo pipefail
 mkdir -p /root/.ssh /run/sshd
 chmod 700 /root/.ssh
 install -m 600 /slurmserve/secrets/ssh_key.pub /root/.ssh/authorized_keys
-env | grep -v -e '^_=' -e '^SHLVL=' -e '^PWD=' > /root/.ssh/environment
+# Not the job's SLURM variables (pyxis passes them): Open MPI would read the allocation.
+env | grep -v -e '^_=' -e '^SHLVL=' -e '^PWD=' -e '^SLURM' > /root/.ssh/environment
 chmod 600 /root/.ssh/environment
 ssh-keygen -A >/dev/null
 exec /usr/sbin/sshd -D -e -p 24202 -o PermitRootLogin=prohibit-password \
