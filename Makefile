@@ -32,8 +32,22 @@ demo: install sandbox-up
 parsers:
 	containers/testing/parsers/prepare
 
+# The cluster suite runs under docker; these runtime-dependent tests run again under pyxis
+# (tests/cluster/test_runtimes.py covers auto, conversion, podman and GPUs for both).
+PYXIS_TESTS := \
+	tests/cluster/test_run.py::test_engine_through_standin \
+	tests/cluster/test_run.py::test_sigint_teardown_keeps_logs_and_foreign_containers \
+	tests/cluster/test_run.py::test_scancel_tears_down \
+	tests/cluster/test_run.py::test_startup_failure_is_reported_fast \
+	tests/cluster/test_run.py::test_two_jobs_on_the_same_nodes_do_not_collide \
+	tests/cluster/test_faults.py::test_stop_in_every_phase \
+	tests/cluster/test_faults.py::test_network_cut_before_the_run_fails_preflight_naming_the_node \
+	tests/cluster/test_faults.py::test_port_taken_on_the_head \
+	tests/cluster/test_vllm.py::test_run_real_vllm
+
 test: install lint sandbox-up parsers
 	SLURMSERVE_PARSERS_REQUIRED=1 $(PYTHON) -m pytest -q --durations=15
+	SLURMSERVE_TEST_RUNTIME=pyxis $(PYTHON) -m pytest -q --durations=10 $(PYXIS_TESTS)
 
 bench: install sandbox-up
 	$(PYTHON) benchmarks/cli_startup.py

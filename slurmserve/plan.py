@@ -179,6 +179,7 @@ class ClusterPlan:
     nodes: tuple[NodePlan, ...]
     readiness: Readiness = field(default_factory=Readiness)
     image_checks: tuple[ImageCheck, ...] = ()
+    needs: tuple[str, ...] = ()  # what the containers must be able to do (runtimes.UNABLE)
 
     @property
     def endpoint(self) -> str:

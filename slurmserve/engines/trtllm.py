@@ -256,7 +256,8 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
         # trtllm-serve may list a local checkpoint under another name: take what it lists.
         readiness=Readiness(exact_model_name=False),
         world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans),
-        image_checks=MPI_CHECKS if len(nodes) > 1 else MPI_CHECKS[:1])
+        image_checks=MPI_CHECKS if len(nodes) > 1 else MPI_CHECKS[:1],
+        needs=("sshd",) if len(nodes) > 1 else ())  # mpirun reaches the other nodes' sshd
 
 
 # What the MPI launch needs inside the image, checked on every node before launch (failure 15).

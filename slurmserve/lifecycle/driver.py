@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import apikey, engines, state
+from .. import apikey, engines, runtimes, state
 from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
 from ..plan import ClusterPlan
@@ -99,6 +99,9 @@ class Lifecycle:
                                                                pre.runtime), pre.runtime)
         self.plan = plan = engine.plan(spec, pre.allocation(ctx.job.job_id), resolution,
                                        pre.port)
+        refused = runtimes.refusal(plan.needs, pre.runtime)
+        if refused:
+            raise LaunchError(f"{refused}; nothing was started")
         self.distribution = distribute.distribute(ctx, pre, plan)
         self.image = image = self.distribution.image
         if spec.check_args:

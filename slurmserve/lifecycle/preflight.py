@@ -194,7 +194,8 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
     taken = {rank: {int(p) for p in f.get("busy_ports", "").split()} for rank, f in facts.items()}
     verdict.port = http.choose(taken)
     rt = choice.name if choice else ""
-    near = "" if choice else runtimes.closest(spec, found, srun_has_pyxis, len(names)) or ""
+    near = "" if choice else runtimes.closest(spec, found, srun_has_pyxis, len(names)) or (
+        spec.runtime if spec.runtime != "auto" else "")
     verdict.closest = near
     held = _majority_image(facts, rt or near) if tarball is None and (rt or near) else None
     for rank, name in enumerate(names):

@@ -138,6 +138,21 @@ def _why_not(name: str, found: Mapping[int, Mapping[str, str]], srun_has_pyxis: 
     return f"no {name} ({bad[0] if bad else 'absent'})"
 
 
+# What a runtime's containers cannot do, and why (a plan's `needs` are checked against it).
+UNABLE: dict[str, dict[str, str]] = {
+    "pyxis": {"sshd": "an sshd inside an enroot container fails OpenSSH's privilege separation "
+                      "in enroot's user namespace, so TRT-LLM's MPI world over ssh cannot form "
+                      "across nodes; run it on one node, or with --runtime docker"},
+}
+
+
+def refusal(needs: Sequence[str], name: str) -> str | None:
+    """Why runtime `name` cannot run a plan that needs `needs` (None when it can)."""
+    unable = UNABLE.get(name, {})
+    reasons = [unable[n] for n in needs if n in unable]
+    return f"--runtime {name}: " + "; ".join(reasons) if reasons else None
+
+
 def shell_context(name: str, job_id: str) -> dict[str, object]:
     """What every template that includes templates/runtimes/NAME.sh.j2 passes it."""
     from ._common import FILES_DIR, LABEL_JOB, MARK_VAR, NODE_VAR, job_label

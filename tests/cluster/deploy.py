@@ -167,15 +167,16 @@ def our_containers(sandbox, job_id: str | None = None, skip: tuple[str, ...] = (
     """What of ours is left on every node but SKIP (nodes whose docker is down on purpose), for
     one job or any: containers carrying the slurmserve.job label (docker), or, for step-native
     runtimes, processes carrying the job mark and pyxis's named containers."""
-    if (runtime or RUNTIME) in STEP_RUNTIMES:
+    runtime = runtime or RUNTIME
+    if runtime in STEP_RUNTIMES:
         return marked_leftovers(sandbox.nodes, job_id, skip)
     label = "slurmserve.job" + (f"={job_id}" if job_id else "")
     found = {}
     for node in sandbox.nodes:
         if node in skip:
             continue
-        names = sandbox.docker(node, "ps", "-a", "--filter", f"label={label}",
-                               "--format", "{{.Names}}").stdout.split()
+        names = sandbox.exec(node, runtime, "ps", "-a", "--filter", f"label={label}",
+                             "--format", "{{.Names}}").stdout.split()
         if names:
             found[node] = names
     return found

@@ -19,13 +19,14 @@ import shutil
 import signal
 import subprocess
 import tarfile
+import tempfile
 import time
 import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from deploy import STANDIN, Deployment, our_containers
+from deploy import RUNTIME, STANDIN, STEP_RUNTIMES, Deployment, our_containers
 from sandboxlib import (
     TEST_LABEL,
     Sandbox,
@@ -127,6 +128,11 @@ def start_in_phase(phase: str, deploy, sandbox: Sandbox, variant, stack: ExitSta
         d = deploy(2, "sglang", MODEL, *TWO, "--port", str(PORT), nodelist="n1,n2")
         d.wait_err(r"preflight +checking")
         wait_until(f"the probe of port {PORT} on n1 hangs", lambda: hits() > 0)
+    elif phase == "image load" and RUNTIME in STEP_RUNTIMES:  # converted once: into a new cache
+        cache = stack.enter_context(tempfile.TemporaryDirectory(dir=str(variant[0].parent)))
+        d = deploy(2, "sglang", MODEL, *TWO, "--image", str(variant[0]), "--image-cache", cache,
+                   nodelist="n1,n2")
+        d.wait_err(r"image +converting")
     elif phase == "image load":  # a 750 MB tarball no node holds
         path, image_id = variant
         absent(sandbox, image_id)

@@ -215,13 +215,14 @@ rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s 
   done
 }
 
-rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 5 s; prints count
+# Within SLURM'"'"'s KillWait: Ray'"'"'s daemons, for one, outlive a SIGTERM once their engine is gone.
+rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 1 s; prints count
   local pids n i
   mapfile -t pids < <(rt_marked "$1")
   n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
-  for ((i = 0; i < 25; i++)); do
+  for ((i = 0; i < 5; i++)); do
     mapfile -t pids < <(rt_marked "$1")
     [[ -n "${pids[*]}" ]] || break
     sleep 0.2
@@ -250,9 +251,11 @@ rt_prepare() {  # NAME: what an earlier attempt of this job left on this node go
 
 rt_device_opts() { device_opts=(); }  # the runtime passes the node'"'"'s devices itself
 
-rt_stop() {  # NAME PID: SIGTERM, then SIGKILL after the grace period
-  local i
-  kill -TERM "$2" 2>/dev/null || return 0
+rt_stop() {  # NAME PID: SIGTERM to the engine and all it started (what a cgroup-tracking
+  # SLURM would signal; Ray'"'"'s daemons left the process tree), SIGKILL after the grace period
+  local i pids
+  mapfile -t pids < <(rt_marked '"'"''"'"')
+  kill -TERM "$2" "${pids[@]}" 2>/dev/null || return 0
   for ((i = 0; i < 50; i++)); do
     kill -0 "$2" 2>/dev/null || return 0
     sleep 0.2
@@ -340,13 +343,14 @@ rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s 
   done
 }
 
-rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 5 s; prints count
+# Within SLURM'"'"'s KillWait: Ray'"'"'s daemons, for one, outlive a SIGTERM once their engine is gone.
+rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 1 s; prints count
   local pids n i
   mapfile -t pids < <(rt_marked "$1")
   n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
-  for ((i = 0; i < 25; i++)); do
+  for ((i = 0; i < 5; i++)); do
     mapfile -t pids < <(rt_marked "$1")
     [[ -n "${pids[*]}" ]] || break
     sleep 0.2
@@ -372,9 +376,11 @@ rt_prepare() {  # NAME: what an earlier attempt of this job left on this node go
 
 rt_device_opts() { device_opts=(); }  # the runtime passes the node'"'"'s devices itself
 
-rt_stop() {  # NAME PID: SIGTERM, then SIGKILL after the grace period
-  local i
-  kill -TERM "$2" 2>/dev/null || return 0
+rt_stop() {  # NAME PID: SIGTERM to the engine and all it started (what a cgroup-tracking
+  # SLURM would signal; Ray'"'"'s daemons left the process tree), SIGKILL after the grace period
+  local i pids
+  mapfile -t pids < <(rt_marked '"'"''"'"')
+  kill -TERM "$2" "${pids[@]}" 2>/dev/null || return 0
   for ((i = 0; i < 50; i++)); do
     kill -0 "$2" 2>/dev/null || return 0
     sleep 0.2

@@ -347,3 +347,19 @@ def test_node_script_refuses_a_gpu_slurm_did_not_give_the_job(tmp_path):
     assert ("SLURMSERVE_FACT\t0\tfailed\t--gpus 0,5 names GPU 5, which SLURM did not give "
             "this job on gpu-1 (it gave 0,1)\n") in ran.stdout
     assert runs == []
+
+
+def test_a_plan_that_needs_sshd_across_nodes_is_refused_under_pyxis_only():
+    from slurmserve import api
+
+    spec = load_spec(engine="trtllm", model="m", image="registry.example/trtllm:1", nodes=2,
+                     gpus_per_node=8, tp=16)
+    plan = api.plan_cluster(spec, api.preview_allocation(spec))
+    assert plan.needs == ("sshd",)
+    refused = runtimes.refusal(plan.needs, "pyxis")
+    assert refused and refused.startswith("--runtime pyxis: an sshd inside an enroot container")
+    assert "--runtime docker" in refused
+    assert runtimes.refusal(plan.needs, "docker") is None
+    one = api.plan_cluster(load_spec(engine="trtllm", model="m", image="r.example/t:1",
+                                     gpus_per_node=8), api.preview_allocation(spec))
+    assert one.needs == () and runtimes.refusal(one.needs, "pyxis") is None
