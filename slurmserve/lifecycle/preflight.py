@@ -142,9 +142,10 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
     result = ctx.steps.run("preflight", script, timeout=120)
     note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
-    pyxis = "pyxis" in plans and slurm.srun_has_pyxis()
+    options = runtimes.srun_options(list(plans))
+    plugin = bool(options) and slurm.srun_offers(*options)
     verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
-                       note, plans=plans, srun_has_pyxis=pyxis)
+                       note, plans=plans, srun_plugin=plugin)
     return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans)
 
 
@@ -185,16 +186,16 @@ def leftover_jobs(facts: Facts, own_job: str, runtime: str) -> list[str]:
 def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]], head_ip: str,
              tarball: TarballImage | None, http: HttpPort, step_note: str = "", *,
              plans: dict[str, runtimes.ImagePlan] | None = None,
-             srun_has_pyxis: bool = False) -> Verdict:
+             srun_plugin: bool = False) -> Verdict:
     plans = plans or image_plans(spec, tarball)
     found = {r: {n: f.get(f"runtime.{n}", "") for n in plans} for r, f in facts.items()}
-    choice = runtimes.choose(spec, found, srun_has_pyxis, len(names))
+    choice = runtimes.choose(spec, found, srun_plugin, len(names))
     verdict = Verdict(runtime=choice.name if choice else "")
     add = verdict.findings.append
     taken = {rank: {int(p) for p in f.get("busy_ports", "").split()} for rank, f in facts.items()}
     verdict.port = http.choose(taken)
     rt = choice.name if choice else ""
-    near = "" if choice else runtimes.closest(spec, found, srun_has_pyxis, len(names)) or (
+    near = "" if choice else runtimes.closest(spec, found, srun_plugin, len(names)) or (
         spec.runtime if spec.runtime != "auto" else "")
     verdict.closest = near
     held = _majority_image(facts, rt or near) if tarball is None and (rt or near) else None
@@ -225,10 +226,7 @@ def evaluate(spec: ServeSpec, names: list[str], facts: dict[int, dict[str, str]]
             add(Finding(name, "runtime", "fail", f"{near} is not usable here "
                         f"({f.get(f'runtime.{near}') or 'absent'})", _runtime_fix(spec, near)))
         else:
-            said = ", ".join(f"{n}: {f.get(f'runtime.{n}') or 'absent'}" for n in plans
-                             if not (n == "pyxis" and not srun_has_pyxis)) or "none probed"
-            if "pyxis" in plans and not srun_has_pyxis:
-                said += ", pyxis: srun has no --container-image"
+            said = runtimes.none_works(list(plans), f, srun_plugin)
             add(Finding(name, "runtime", "fail", f"no container runtime works on every node "
                         f"({said})", _runtime_fix(spec)))
         add(_gpu_finding(spec, name, f))
@@ -300,10 +298,8 @@ def _image_finding(spec: ServeSpec, name: str, f: dict[str, str], rank: int, rt:
 
 def _runtime_fix(spec: ServeSpec, name: str = "") -> str:
     name = name or (spec.runtime if spec.runtime != "auto" else "")
-    if name == "docker":
-        return "start dockerd or set DOCKER_HOST for job steps, or choose another --runtime"
     if name:
-        return f"{name} needs {runtimes.get(name).TOOLS}; or choose another --runtime"
+        return f"{runtimes.get(name).FIX}, or choose another --runtime"
     return ("start dockerd (or set DOCKER_HOST for job steps), install podman or apptainer, "
             "or run where srun offers --container-image (pyxis)")
 

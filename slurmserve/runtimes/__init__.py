@@ -38,6 +38,8 @@ class Runtime(Protocol):
     NATIVE_SUFFIXES: tuple[str, ...]  # image files it runs as they are (.sqsh, .sif)
     CONVERTS: bool  # a `docker save` tarball is converted once into a native file
     TOOLS: str  # what a node needs, for error messages
+    FIX: str  # what to do where it does not answer
+    SRUN_OPTION: str | None  # the srun option its SLURM plugin adds (pyxis: --container-image)
 
     def native_name(self, image_id: str) -> str:
         """The cached native file a tarball with this image ID converts to."""
@@ -94,13 +96,14 @@ class Choice:
     versions: dict[int, str]  # rank -> the runtime's version there
 
 
-def choose(spec: ServeSpec, found: Mapping[int, Mapping[str, str]], srun_has_pyxis: bool,
+def choose(spec: ServeSpec, found: Mapping[int, Mapping[str, str]], srun_plugin: bool,
            ranks: int) -> Choice | None:
     """Pick the runtime: the one asked for, or the first of AUTO_ORDER that works on every
-    node. `found` is rank -> runtime -> the probe's fact ("ok VERSION", "absent", "error: ...").
+    node. `found` is rank -> runtime -> the probe's fact ("ok VERSION", "absent", "error: ...");
+    `srun_plugin`: srun offers the option of a runtime that is a SLURM plugin (pyxis).
     None when nothing fits (preflight says why per node)."""
     def usable(name: str) -> bool:
-        if name == "pyxis" and not srun_has_pyxis:
+        if get(name).SRUN_OPTION and not srun_plugin:
             return False
         return all(found.get(r, {}).get(name, "").startswith("ok") for r in range(ranks))
 
@@ -115,24 +118,37 @@ def choose(spec: ServeSpec, found: Mapping[int, Mapping[str, str]], srun_has_pyx
         if usable(name):
             why = "auto: " + "; ".join([*skipped, f"{name} works on every node"])
             return Choice(name, why, versions(name))
-        skipped.append(_why_not(name, found, srun_has_pyxis, ranks))
+        skipped.append(_why_not(name, found, srun_plugin, ranks))
     return None
 
 
-def closest(spec: ServeSpec, found: Mapping[int, Mapping[str, str]], srun_has_pyxis: bool,
+def closest(spec: ServeSpec, found: Mapping[int, Mapping[str, str]], srun_plugin: bool,
             ranks: int) -> str | None:
     """When nothing works everywhere: the candidate that works on the most nodes (None when
     none works on any), so preflight can name the nodes where it does not."""
     scores = {n: sum(found.get(r, {}).get(n, "").startswith("ok") for r in range(ranks))
-              for n in candidates(spec) if n != "pyxis" or srun_has_pyxis}
+              for n in candidates(spec) if srun_plugin or not get(n).SRUN_OPTION}
     best = max(scores, key=lambda n: scores[n], default=None)
     return best if best and scores[best] else None
 
 
-def _why_not(name: str, found: Mapping[int, Mapping[str, str]], srun_has_pyxis: bool,
+def none_works(names: Sequence[str], fact: Mapping[str, str], srun_plugin: bool) -> str:
+    """What one node said of each candidate, when none works on every node."""
+    said = [f"{n}: srun has no {get(n).SRUN_OPTION}" if get(n).SRUN_OPTION and not srun_plugin
+            else f"{n}: {fact.get(f'runtime.{n}') or 'absent'}" for n in names]
+    return ", ".join(said) or "none probed"
+
+
+def srun_options(names: Sequence[str]) -> list[str]:
+    """The srun options the candidates' SLURM plugins add (to look for in `srun --help`)."""
+    return [o for n in names if (o := get(n).SRUN_OPTION)]
+
+
+def _why_not(name: str, found: Mapping[int, Mapping[str, str]], srun_plugin: bool,
              ranks: int) -> str:
-    if name == "pyxis" and not srun_has_pyxis:
-        return "srun has no --container-image (no pyxis)"
+    option = get(name).SRUN_OPTION
+    if option and not srun_plugin:
+        return f"srun has no {option} (no {name})"
     bad = sorted({found.get(r, {}).get(name, "absent") for r in range(ranks)} - {""})
     bad = [b for b in bad if not b.startswith("ok")]
     return f"no {name} ({bad[0] if bad else 'absent'})"

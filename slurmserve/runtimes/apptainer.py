@@ -27,6 +27,8 @@ EXPERIMENTAL = True
 NATIVE_SUFFIXES = (".sif",)
 CONVERTS = True
 TOOLS = "apptainer (or singularity) on every node"
+FIX = "install apptainer (or singularity) on every node"
+SRUN_OPTION: str | None = None
 
 
 def native_name(image_id: str) -> str:

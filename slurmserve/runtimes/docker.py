@@ -18,6 +18,8 @@ EXPERIMENTAL = False
 NATIVE_SUFFIXES: tuple[str, ...] = ()
 CONVERTS = False
 TOOLS = "a docker daemon the job's steps can reach (DOCKER_HOST)"
+FIX = "start dockerd (or set DOCKER_HOST for job steps)"
+SRUN_OPTION: str | None = None
 
 
 def native_name(image_id: str) -> str:

@@ -20,6 +20,8 @@ EXPERIMENTAL = False
 NATIVE_SUFFIXES: tuple[str, ...] = ()
 CONVERTS = False
 TOOLS = "podman on every node"
+FIX = "install podman on every node"
+SRUN_OPTION: str | None = None
 native_name = docker.native_name
 reference = docker.reference
 

@@ -23,6 +23,8 @@ EXPERIMENTAL = False
 NATIVE_SUFFIXES = (".sqsh",)
 CONVERTS = True
 TOOLS = "pyxis in srun (--container-image) and enroot on every node"
+FIX = "install enroot on every node and pyxis in SLURM's plugstack.conf"
+SRUN_OPTION: str | None = "--container-image"
 
 
 def native_name(image_id: str) -> str:

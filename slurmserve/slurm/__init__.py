@@ -85,10 +85,11 @@ def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None,
 
 
 @functools.cache
-def srun_has_pyxis() -> bool:
-    """Whether this site's srun offers pyxis's --container-image (a SPANK plugin)."""
+def srun_offers(*options: str) -> bool:
+    """Whether this site's srun offers every one of these options (SPANK plugins add theirs,
+    as pyxis adds --container-image)."""
     result = runner.run(["srun", "--help"], timeout=30)
-    return "--container-image" in result.out
+    return all(option in result.out for option in options)
 
 
 def sbatch_argv(script_path: str) -> list[str]:

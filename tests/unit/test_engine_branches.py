@@ -64,3 +64,20 @@ def test_detector_catches_the_old_patterns() -> None:
         'if engine is None or ctx.engine != "sglang":\n    pass\n'
     )
     assert engine_branches(source) == [1, 3, 4, 5, 7, 12, 14, 15]
+
+
+RUNTIME_CHECKED = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                         if p.relative_to(PACKAGE).parts[0] not in ("runtimes", "node"))
+
+
+@pytest.mark.parametrize("module", RUNTIME_CHECKED)
+def test_no_runtime_name_branches(module: str) -> None:
+    """Runtime decisions live in slurmserve/runtimes/ (the same rule as for engines)."""
+    from slurmserve.runtimes import RUNTIMES
+
+    tree = ast.parse((PACKAGE / module).read_text(encoding="utf-8"))
+    lines = sorted(n.lineno for n in ast.walk(tree) if isinstance(n, ast.Compare)
+                   and {c.value for c in ast.walk(n) if isinstance(c, ast.Constant)}
+                   & set(RUNTIMES))
+    assert not lines, (f"{module} branches on a runtime name at line(s) {lines}: move the "
+                       "decision into slurmserve/runtimes/<name>.py")
