@@ -355,7 +355,7 @@ def test_disk_full_on_load(deploy, sandbox, standin_tarball, foreign):
         d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
         assert_clean_end(d, sandbox, 1, "image distribution failed, nothing was started",
                          "node n2: error: docker load failed", "no space left on device",
-                         "docker data root is full", foreign=foreign)
+                         "image store is full", foreign=foreign)
         assert "] launch" not in d.err
     finally:
         if mounted:
@@ -487,6 +487,7 @@ def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
     log_dir = tmp_path / "logs"
     submit = subprocess.run(
         ["slurmserve", "submit", "sglang", MODEL, *TWO, "--image", str(standin_tarball),
+         "--runtime", RUNTIME,
          *STANDIN, "--log-dir", str(log_dir), "--sbatch-arg=--nodelist=n1,n2",
          "--sbatch-arg=--oversubscribe", "--json"], capture_output=True, text=True, timeout=180)
     assert submit.returncode == 0, submit.stderr

@@ -11,7 +11,7 @@ import json
 import subprocess
 
 import pytest
-from deploy import our_containers
+from deploy import RUNTIME, our_containers
 from sandboxlib import SANDBOX, TEST_LABEL, load_image, tarball_image
 
 NO_RAY = "slurmserve-testing/standin:noray"
@@ -59,6 +59,7 @@ def test_doctor_runs_the_image_checks_without_loading_or_serving(sandbox, image_
                                                                  tmp_path):
     argv = ["salloc", "--nodes=2", "--nodelist=n1,n2", "--oversubscribe", "slurmserve",
             "doctor", "vllm", "org/tiny-model", "--image", image_without_ray, "--nodes", "2",
+            "--runtime", RUNTIME,
             "--pp", "2", "--gpus", "none", "--gpus-per-node", "1", "--log-dir", str(tmp_path),
             "--json"]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=180)

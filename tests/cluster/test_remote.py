@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from deploy import our_containers
+from deploy import RUNTIME, our_containers
 from sandboxlib import SANDBOX, run, sandbox_status
 
 LOGIN_NS = "ss-login"
@@ -121,6 +121,7 @@ def test_submit_tunnel_chat_status_stop(sandbox, standin_tarball, station, tmp_p
     logs = tmp_path / "cluster-logs"  # a path on the cluster (the sandbox shares its disk)
     start = time.monotonic()
     submit = station.cli("submit", "sglang", "org/tiny", "--image", str(standin_tarball),
+                         "--runtime", RUNTIME,
                          "--nodes", "2", "--tp", "2", "--gpus", "none", "--gpus-per-node", "1",
                          "--health-timeout", "120", "--log-dir", str(logs),
                          # a variable of the laptop: it reaches the job over the SSH channel

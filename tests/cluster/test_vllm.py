@@ -7,7 +7,7 @@ import signal
 import subprocess
 
 import pytest
-from deploy import Deployment, our_containers
+from deploy import RUNTIME, Deployment, our_containers
 
 VLLM = ("--served-model-name", "tiny", "--gpus", "none", "--gpus-per-node", "1",
         "--health-timeout", "900")
@@ -43,6 +43,7 @@ def test_submit_status_stop_real_vllm(sandbox, vllm_tarball, tmp_path):
     log_dir = tmp_path / "logs"
     submit = subprocess.run(
         ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
+         "--runtime", RUNTIME,
          "--log-dir", str(log_dir), "--json", *ENGINE_ARGS],
         capture_output=True, text=True, timeout=1200)
     assert submit.returncode == 0, submit.stderr
