@@ -286,9 +286,13 @@ rt_convert() {  # TARBALL OUT: `docker save` tarball -> enroot squashfs, with th
   id=$(sed -n '"'"'s/^Loaded image[^:]*: *//p'"'"' <<<"$loaded" | tail -n1)
   [[ -n "$id" ]] || { echo "podman load named no image: $(tail -n1 <<<"$loaded")"; return 1; }
   # enroot 4.1'"'"'s podman:// import removes its container with a hard-coded `docker rm`: let
-  # that `docker` be podman, or the container stays and the import reports failure.
-  local shim rc=0
-  shim=$(mktemp -d) && printf '"'"'#!/bin/sh\nexec podman "$@"\n'"'"' >"$shim/docker" && chmod 755 "$shim/docker"
+  # that `docker` be podman, or the container stays and the import reports failure. Its
+  # `podman create` gets no network: the default one would put a CNI bridge on this node.
+  local shim rc=0 real
+  real=$(command -v podman)
+  shim=$(mktemp -d) && printf '"'"'#!/bin/sh\nexec podman "$@"\n'"'"' >"$shim/docker" &&
+    printf '"'"'#!/bin/sh\nif [ "$1" = create ]; then shift; exec %q create --network=none "$@"; fi\nexec %q "$@"\n'"'"' \
+      "$real" "$real" >"$shim/podman" && chmod 755 "$shim/docker" "$shim/podman"
   PATH="$shim:$PATH" enroot import --output "$out" "podman://$id" >"$shim/log" 2>&1 || rc=$?
   cat "$shim/log" >&2
   if (( rc )); then
