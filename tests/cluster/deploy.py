@@ -188,18 +188,27 @@ def marked_leftovers(nodes, job_id: str | None = None, skip: tuple[str, ...] = (
     sandbox's nodes share one PID space), and enroot containers pyxis made for the job, in
     each node's node-local enroot data directory."""
     found: dict[str, list[str]] = {}
+    for pid, env in marked_processes():
+        job, node = env["SLURMSERVE_JOB"], env.get("SLURMSERVE_NODE")
+        if node in nodes and node not in skip and (job_id is None or job == job_id):
+            found.setdefault(node, []).append(f"pid {pid}")
+    for node in nodes:
+        data = SANDBOX_STATE / "local" / node / "enroot" / "data"
+        for entry in data.glob("pyxis_*") if data.is_dir() and node not in skip else ():
+            if job_id is None or f"slurmserve-{job_id}" in entry.name:
+                found.setdefault(node, []).append(entry.name)
+    return found
+
+
+def marked_processes() -> list[tuple[str, dict[str, str]]]:
+    """(pid, environment) of every process carrying a slurmserve job mark."""
+    found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             env = dict(kv.split("=", 1) for kv in (proc / "environ").read_bytes().decode(
                 errors="replace").split("\0") if "=" in kv)
         except OSError:
             continue
-        job, node = env.get("SLURMSERVE_JOB"), env.get("SLURMSERVE_NODE")
-        if job and node in nodes and node not in skip and (job_id is None or job == job_id):
-            found.setdefault(node, []).append(f"pid {proc.name}")
-    for node in nodes:
-        data = SANDBOX_STATE / "local" / node / "enroot" / "data"
-        for entry in data.glob("pyxis_*") if data.is_dir() and node not in skip else ():
-            if job_id is None or f"slurmserve-{job_id}" in entry.name:
-                found.setdefault(node, []).append(entry.name)
+        if env.get("SLURMSERVE_JOB"):
+            found.append((proc.name, env))
     return found

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-from deploy import STANDIN, Deployment, marked_leftovers, our_containers
+from deploy import STANDIN, Deployment, marked_leftovers, marked_processes, our_containers
 
 MODEL = "org/tiny-model"
 
@@ -99,13 +99,8 @@ def _engine_env(job: str, node: str) -> dict[str, str]:
     """The environment of the job's engine process on NODE (found by the job mark)."""
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        for proc in Path("/proc").glob("[0-9]*"):
-            try:
-                raw = (proc / "environ").read_bytes().decode(errors="replace")
-            except OSError:
-                continue
-            env = dict(kv.split("=", 1) for kv in raw.split("\0") if "=" in kv)
-            if env.get("SLURMSERVE_JOB") == job and env.get("SLURMSERVE_NODE") == node:
+        for _, env in marked_processes():
+            if env["SLURMSERVE_JOB"] == job and env.get("SLURMSERVE_NODE") == node:
                 return env
         time.sleep(0.5)
     raise AssertionError(f"no process of job {job} on {node}")
