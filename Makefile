@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 SANDBOX := tests/cluster/sandbox
-NODES ?= 3
+NODES ?= 4
 
 .PHONY: install demo test unit lint sandbox-up sandbox-down images parsers bench clean
 
@@ -43,7 +43,9 @@ PYXIS_TESTS := \
 	tests/cluster/test_faults.py::test_stop_in_every_phase \
 	tests/cluster/test_faults.py::test_network_cut_before_the_run_fails_preflight_naming_the_node \
 	tests/cluster/test_faults.py::test_port_taken_on_the_head \
-	tests/cluster/test_vllm.py::test_run_real_vllm
+	tests/cluster/test_vllm.py::test_run_real_vllm \
+	tests/cluster/test_replicas.py::test_replicas_behind_the_router_share_the_requests \
+	tests/cluster/test_replicas.py::test_scancel_with_replicas_leaves_nothing_of_the_job
 
 test: install lint sandbox-up parsers
 	SLURMSERVE_PARSERS_REQUIRED=1 $(PYTHON) -m pytest -q --durations=15

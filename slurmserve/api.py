@@ -20,15 +20,16 @@ import os
 import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import apikey, engines, runner, runtimes, slurm, state
+from . import apikey, engines, metrics, runner, runtimes, slurm, state
 from .errors import LaunchError, SpecError
+from .metrics import LiveLoad
 from .plan import Allocation, ClusterPlan, NodeInfo
 from .render import render_template
 from .spec import ServeSpec, load_spec, spec_data
-from .state import SCHEMA, STOP_MARKER, JobRecord, RecordError, Status
+from .state import SCHEMA, STOP_MARKER, JobRecord, RecordError, ReplicaRecord, Status
 
 if TYPE_CHECKING:
     from .tools.apicheck import Report
@@ -40,6 +41,8 @@ __all__ = [
     "BenchOptions",
     "EngineFacts",
     "JobStatus",
+    "LiveLoad",
+    "ReplicaStatus",
     "allocation_defaults",
     "bench",
     "check_endpoint",
@@ -197,8 +200,49 @@ def doctor(spec: ServeSpec, quiet: bool = True) -> tuple[Any, list[str]]:
 # ---- batch jobs --------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica of a `--replicas N` job in a `status` row: its record and, when probed, its
+    live /health, load and the requests the router completed on it."""
+
+    index: int
+    nodes: tuple[str, ...]
+    endpoint: str | None
+    status: str  # one of state.REPLICA_STATES
+    restarts: int = 0
+    last_error: str | None = None
+    healthy: bool | None = None
+    load: LiveLoad | None = None
+    requests: float | None = None  # vllm_router_processed_requests_total for it
+
+    @classmethod
+    def of(cls, record: ReplicaRecord) -> ReplicaStatus:
+        return cls(index=record.index, nodes=record.nodes, endpoint=record.endpoint,
+                   status=record.status, restarts=record.restarts, last_error=record.last_error)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat: the load's fields (running, waiting, kv_cache, gen_tokens_per_s) beside the rest."""
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "load"}
+        data["nodes"] = list(self.nodes)
+        data.update((self.load or LiveLoad()).to_dict())
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplicaStatus:
+        known = {f.name for f in dataclasses.fields(cls)} - {"load"}
+        fields_ = {k: v for k, v in data.items() if k in known}
+        load = LiveLoad.from_dict(data)
+        fields_.update(nodes=tuple(data.get("nodes") or ()),
+                       load=None if load == LiveLoad() else load)
+        return cls(**fields_)
+
+
+@dataclass(frozen=True)
 class JobStatus:
-    """One row of `status`: SLURM's state beside ours, the endpoint and a live health check."""
+    """One row of `status`: SLURM's state beside ours, the endpoint and a live health check.
+
+    A `--replicas N` job also has its replicas and its router (endpoint, metrics URL, policy);
+    `load` is the endpoint's live load (a router's: its replicas' together).
+    """
 
     job: str
     slurm_state: str
@@ -212,11 +256,16 @@ class JobStatus:
     image: str | None = None
     api_key: str | None = None  # where the endpoint's key comes from (env:VAR, file:PATH)
     engine_version: str | None = None  # what the argument check found in the image
+    replicas: tuple[ReplicaStatus, ...] = ()
+    router: Mapping[str, Any] = field(default_factory=dict)
+    load: LiveLoad | None = None
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data.update(status=self.status.value, nodes=list(self.nodes))
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data.update(status=self.status.value, nodes=list(self.nodes),
+                    replicas=[r.to_dict() for r in self.replicas], router=dict(self.router),
+                    load=self.load.to_dict() if self.load else None)
         return data
 
     @classmethod
@@ -229,7 +278,10 @@ class JobStatus:
         known = {f.name for f in dataclasses.fields(cls)}
         fields_ = {k: v for k, v in data.items() if k in known}
         fields_.update(job=str(data["job"]), status=Status.of(data.get("status")),
-                       nodes=tuple(data.get("nodes") or ()), schema=SCHEMA)
+                       nodes=tuple(data.get("nodes") or ()), schema=SCHEMA,
+                       replicas=tuple(ReplicaStatus.from_dict(r) for r in data.get("replicas") or ()),
+                       router=dict(data.get("router") or {}),
+                       load=LiveLoad.from_dict(data["load"]) if data.get("load") else None)
         return cls(**fields_)
 
 
@@ -287,37 +339,98 @@ def wait_ready(job_id: str, timeout: float, on_progress: Progress | None = None)
         time.sleep(0.5)
 
 
+ROUTER_KEYS = ("endpoint", "metrics", "policy")  # of JobRecord.router, in `status` rows
+
+
 def status(job_ids: Sequence[str] | None = None, check_health: bool = True) -> list[JobStatus]:
-    """The given jobs (default: every job known here), with a live /health check if asked."""
+    """The given jobs (default: every job known here).
+
+    With `check_health`, every running job is probed live, all at once: /health of its endpoint
+    and of each replica, their load from the engine's metrics (two readings metrics.INTERVAL
+    apart, for tokens/s) and the router's requests per replica. Keys are read from the job's
+    recorded source.
+    """
     ids = list(job_ids or [j for j in state.known_jobs() if state.find(j)])
     states = slurm.job_states(ids) if ids else {}
-    rows = []
+    rows, live = [], []
     for job_id in ids:
         record = job_record(job_id)
         slurm_state = states.get(job_id, slurm.JobState.UNKNOWN)
         ours = record.status
         if slurm_state not in slurm.ACTIVE_STATES and ours not in state.TERMINAL:
             ours = Status.ENDED  # the job is gone but its driver never wrote a final state
-        healthy = None
-        if check_health and record.endpoint and slurm_state == slurm.JobState.RUNNING:
-            healthy = _healthy(record.endpoint, apikey.try_read(record.api_key))
-        rows.append(JobStatus(
+        row = JobStatus(
             job=job_id, slurm_state=slurm_state.value, status=ours, endpoint=record.endpoint,
-            model=record.model, nodes=tuple(record.hosts), healthy=healthy,
+            model=record.model, nodes=tuple(record.hosts), healthy=None,
             run_dir=record.run_dir, engine=record.engine, image=record.image,
-            api_key=record.api_key, engine_version=record.engine_version))
-    return rows
+            api_key=record.api_key, engine_version=record.engine_version,
+            replicas=tuple(ReplicaStatus.of(r) for r in record.replicas),
+            router={k: record.router[k] for k in ROUTER_KEYS if k in record.router})
+        rows.append(row)
+        if check_health and record.endpoint and slurm_state == slurm.JobState.RUNNING:
+            live.append(row)
+    probed = _probe(live)
+    return [probed.get(row.job, row) for row in rows]
 
 
-def _healthy(endpoint: str, api_key: str | None = None) -> bool:
-    """/health answers 200 (with the job's key, read from its recorded source, when it has one)."""
-    import requests
+def _probe(rows: Sequence[JobStatus]) -> dict[str, JobStatus]:
+    """The rows with their live health, load and router counts, probed concurrently."""
+    from concurrent.futures import ThreadPoolExecutor
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    try:
-        return requests.get(f"{endpoint}/health", headers=headers, timeout=2).status_code == 200
-    except requests.RequestException:
-        return False
+    if not rows:
+        return {}
+    keys = {row.job: apikey.try_read(row.api_key) for row in rows}
+    targets = [metrics.Target(endpoint, row.engine, keys[row.job]) for row in rows
+               for endpoint in _load_endpoints(row)]
+    with ThreadPoolExecutor(max_workers=metrics.MAX_THREADS) as pool:
+        health = {(row.job, None): pool.submit(metrics.healthy, row.endpoint, keys[row.job])
+                  for row in rows if row.endpoint}
+        health.update({(row.job, r.index): pool.submit(metrics.healthy, r.endpoint, keys[row.job])
+                       for row in rows for r in row.replicas if r.endpoint})
+        routers = {row.job: pool.submit(metrics.fetch_router, row.router["metrics"])
+                   for row in rows if row.router.get("metrics")}
+        measured = iter(metrics.measure(targets))
+        loads = {(row.job, endpoint): next(measured) for row in rows
+                 for endpoint in _load_endpoints(row)}
+    probed = {}
+    for row in rows:
+        router = routers[row.job].result() if row.job in routers else None
+        replicas = tuple(dataclasses.replace(
+            r, healthy=health[row.job, r.index].result() if r.endpoint else None,
+            load=loads.get((row.job, r.endpoint)),
+            requests=router.processed.get((r.endpoint or "").rstrip("/")) if router else None)
+            for r in row.replicas)
+        load = (metrics.aggregate(r.load for r in replicas) if replicas
+                else loads.get((row.job, row.endpoint)))
+        info = {**row.router, "active_workers": router.active_workers} if router else row.router
+        probed[row.job] = dataclasses.replace(row, healthy=health[row.job, None].result(),
+                                              replicas=replicas, load=load, router=info)
+    return probed
+
+
+def _load_endpoints(row: JobStatus) -> list[str]:
+    """Where a job's load is read: each replica's endpoint, else its own."""
+    if row.replicas:
+        return list(dict.fromkeys(r.endpoint for r in row.replicas if r.endpoint))
+    return [row.endpoint] if row.endpoint else []
+
+
+def replica_record(record: JobRecord, index: int) -> ReplicaRecord:
+    """Replica `index` of the job, serving; a SpecError naming --replica when it has none such."""
+    if not record.replicas:
+        raise SpecError("--replica", f"job {record.job} has no replicas (it was not started "
+                        "with --replicas N)", f"drop --replica: --job {record.job} alone uses "
+                        "its one endpoint")
+    found = [r for r in record.replicas if r.index == index]
+    if not found:
+        indexes = ", ".join(str(r.index) for r in record.replicas)
+        raise SpecError("--replica", f"job {record.job} has no replica {index}",
+                        f"give one of {indexes} (see `slurmserve status {record.job}`)")
+    if not found[0].endpoint:
+        raise SpecError("--replica", f"replica {index} of job {record.job} has no endpoint yet "
+                        f"({found[0].status})", f"wait until `slurmserve status {record.job}` "
+                        "shows it ready")
+    return found[0]
 
 
 def log_paths(job_id: str, node: str | None = None) -> list[tuple[str, str]]:
@@ -404,6 +517,7 @@ class BenchOptions:
     slo_tpot_ms: float | None = None
     tiny: bool = False
     as_json: bool = False  # print the results as JSON (remotely: the login host's bench does)
+    replica: int | None = None  # a --replicas job's replica, by index, instead of its router
 
     def to_argv(self) -> list[str]:
         argv = [a for name, flag in _BENCH_FLAGS.items() if getattr(self, name) is not None
@@ -413,17 +527,30 @@ class BenchOptions:
 
 _BENCH_FLAGS = {"suites": "--type", "model": "--model", "engine": "--engine", "image": "--image",
                 "tokenizer": "--tokenizer", "dataset": "--dataset",
-                "slo_ttft_ms": "--slo-ttft-ms", "slo_tpot_ms": "--slo-tpot-ms"}
+                "slo_ttft_ms": "--slo-ttft-ms", "slo_tpot_ms": "--slo-tpot-ms",
+                "replica": "--replica"}
 
 
 def bench(options: BenchOptions, base_url: str, *, job: JobRecord | None = None,
           out: str | None = None, api_key: str | None = None,
           progress: BenchProgress | None = None) -> BenchRun:
     """Benchmark `base_url` with the engine's own client, in the engine image: on the job's
-    head node beside the server when `job` is given, else on this machine's Docker."""
+    head node beside the server when `job` is given, else on this machine's Docker.
+
+    With `options.replica`, the job's replica of that index instead: its own endpoint, from its
+    first node.
+    """
     from .tools import apicheck, benchexec
     from .tools import bench as benchmod
 
+    head = job.nodes[0].host if job and job.nodes else None
+    name = job.job if job else "url"
+    if options.replica is not None:
+        if job is None:
+            raise SpecError("--replica", "picks a replica of a job", "give --job JOB with it")
+        replica = replica_record(job, options.replica)
+        base_url, head = replica.endpoint or base_url, (replica.nodes or (head,))[0]
+        name = f"{job.job}-replica{replica.index}"
     engine = options.engine or (job.engine if job else None)
     image = options.image or (job.image if job else None)
     if not engine or not image:
@@ -433,7 +560,6 @@ def bench(options: BenchOptions, base_url: str, *, job: JobRecord | None = None,
     if model is None:
         model = apicheck.run_checks(base_url, engine=engine, api_key=api_key,
                                     only=["models"]).model
-    name = job.job if job else "url"
     out_dir = os.path.abspath(out or f"bench-{name}-{time.strftime('%Y%m%d-%H%M%S')}")
     fields = dict(suites=tuple(s for s in options.suites.split(",") if s),
                   tokenizer=options.tokenizer, sharegpt_path=options.dataset,
@@ -444,7 +570,6 @@ def bench(options: BenchOptions, base_url: str, *, job: JobRecord | None = None,
                   else benchmod.BenchConfig(**fields))
     except ValueError as exc:
         raise SpecError("--type", str(exc), "see `slurmserve bench --help`") from None
-    head = job.nodes[0].host if job and job.nodes else None
     execute = (benchexec.on_job_node(job.job, head, image, out_dir, api_key) if job and head
                else benchexec.local_docker(image, out_dir, api_key))
     return benchmod.run_suite(config, execute, engine=engine, base_url=base_url, model=model,

@@ -16,6 +16,7 @@ Remotely, paths in the spec (image tarball, env file, mounts, log dir) are paths
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -212,6 +213,13 @@ class Cluster:
     def status(self, job_ids: Sequence[str] | None = None, health: bool = True
                ) -> list[api.JobStatus]:
         return self.backend.status(job_ids, health)
+
+    def watch_status(self, job_ids: Sequence[str] | None = None, health: bool = True,
+                     interval: float = 2.0) -> Iterator[list[api.JobStatus]]:
+        """`status` again every `interval` seconds, until the caller stops (or Ctrl+C)."""
+        while True:
+            yield self.status(job_ids, health)
+            time.sleep(interval)
 
     def forward(self, url: str, local_port: int = 0) -> Tunnel:
         """A tunnel to any URL on the cluster network (no job to watch); close() it."""

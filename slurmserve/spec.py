@@ -18,10 +18,12 @@ from typing import Any
 
 from . import engines, envfile
 from .errors import SpecError
+from .router import DEFAULT_ROUTE, ROUTE_CHOICES
 from .runtimes import CHOICES as RUNTIME_CHOICES
 
 FABRICS = ("auto", "efa", "ib", "tcp")
 STAGES = ("auto", "direct", "sbcast")
+RESTARTS = ("on-failure", "never")
 TARBALL_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 NATIVE_IMAGE_SUFFIXES = (".sqsh", ".sif")  # enroot squashfs (pyxis), Apptainer image
 
@@ -102,8 +104,21 @@ class ServeSpec:
     check_args: bool = True  # every rank's argv through the engine's own parser before launch
     runtime: str = "auto"  # container runtime (runtimes/): auto|docker|podman|pyxis|apptainer
     image_cache: str | None = None  # shared directory for converted images (.sqsh, .sif)
+    replicas: int = 1  # copies of the layout, each on nodes/replicas nodes, behind one router
+    ready_replicas: int = 1  # READY once this many replicas are in the router
+    route: str = "prefix"  # the router's policy (router.ROUTES)
+    restart: str = "on-failure"  # the watchdog's answer to a failed replica: on-failure|never
+    max_restarts: int = 3  # per replica, with a doubling backoff
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
+
+    @property
+    def replica_spec(self) -> ServeSpec:
+        """The layout of one replica: what the engine plans, on nodes/replicas nodes."""
+        if self.replicas == 1:
+            return self
+        return dataclasses.replace(self, nodes=self.nodes // self.replicas, replicas=1,
+                                   ready_replicas=1)
 
     @property
     def env_dict(self) -> dict[str, str]:
@@ -255,13 +270,30 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         check_args=_bool("check_args", d.get("check_args", True)),
         runtime=_choice("runtime", d.get("runtime", "auto"), RUNTIME_CHOICES),
         image_cache=_opt(_image_cache, "image_cache", d.get("image_cache")),
+        replicas=_positive("replicas", d.get("replicas", 1), "--replicas"),
+        ready_replicas=_positive("ready_replicas", d.get("ready_replicas", 1), "--ready-replicas"),
+        route=_choice("route", d.get("route", DEFAULT_ROUTE), ROUTE_CHOICES),
+        restart=_choice("restart", d.get("restart", "on-failure"), RESTARTS),
+        max_restarts=_count("max_restarts", d.get("max_restarts", 3), "--max-restarts"),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
     )
     _runtime_fits_image(spec)
-    engines.get(spec.engine).validate(spec)
+    _replicas_fit(spec)
+    engines.get(spec.engine).validate(spec.replica_spec)
     return spec
+
+
+def _replicas_fit(spec: ServeSpec) -> None:
+    """N replicas of one layout: the nodes split evenly, READY within reach."""
+    if spec.nodes % spec.replicas:
+        raise SpecError("--replicas", f"{spec.replicas} replicas do not divide --nodes "
+                        f"{spec.nodes}", f"give --nodes a multiple of {spec.replicas} (each "
+                        "replica runs on nodes/replicas nodes)")
+    if spec.ready_replicas > spec.replicas:
+        raise SpecError("--ready-replicas", f"{spec.ready_replicas} is more than --replicas "
+                        f"{spec.replicas}", f"give at most {spec.replicas}")
 
 
 def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
@@ -345,6 +377,17 @@ def _positive(name: str, value: Any, flag: str | None = None) -> int:
     if number < 1:
         raise SpecError(flag, f"must be at least 1, got {number}", "give a positive integer")
     return number
+
+
+def _count(name: str, value: Any, flag: str) -> int:
+    """A whole number >= 0."""
+    try:
+        if isinstance(value, bool) or int(value) != float(value) or int(value) < 0:
+            raise ValueError
+    except (TypeError, ValueError):
+        raise SpecError(flag, f"'{value}' is not a whole number >= 0", "e.g. 3, or 0 for none") \
+            from None
+    return int(value)
 
 
 def _abs_path(name: str, value: Any) -> str:

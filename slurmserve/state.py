@@ -93,6 +93,39 @@ class NodeRecord:
 
 
 @dataclass(frozen=True)
+class ReplicaRecord:
+    """One replica of a `--replicas N` job: its nodes, its own endpoint, how it is doing.
+
+    `status` is one of REPLICA_STATES; `restarts` counts the watchdog's restarts so far.
+    """
+
+    index: int
+    nodes: tuple[str, ...]
+    endpoint: str | None = None
+    status: str = "starting"
+    restarts: int = 0
+    last_error: str | None = None
+    run_dir: str | None = None  # its node logs
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["nodes"] = list(self.nodes)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ReplicaRecord:
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields_ = {k: v for k, v in data.items() if k in known}
+        fields_["nodes"] = tuple(data.get("nodes") or ())
+        return cls(**fields_)
+
+
+# starting: launched, not ready yet; ready: in the router; restarting: out of the router,
+# waiting for its backoff; failed: out of restarts (or --restart never); stopped: by the job.
+REPLICA_STATES = ("starting", "ready", "restarting", "failed", "stopped")
+
+
+@dataclass(frozen=True)
 class JobRecord:
     """What state.json holds: written by `submit` (pending) and the driver, read by the rest.
 
@@ -116,6 +149,8 @@ class JobRecord:
     runtime: str | None = None  # the container runtime that ran it (docker, pyxis, ...)
     engine_version: str | None = None  # what the argument check found, e.g. "vllm 0.32.0"
     nodes: tuple[NodeRecord, ...] = ()
+    replicas: tuple[ReplicaRecord, ...] = ()  # with --replicas N > 1; `endpoint` is the router's
+    router: Mapping[str, Any] = field(default_factory=dict)  # endpoint, metrics, policy, log
     cleanup_removed: int | None = None
     cleanup_unchecked: tuple[str, ...] = ()
     distribution: Mapping[str, Any] = field(default_factory=dict)
@@ -144,6 +179,10 @@ class JobRecord:
             data["cleanup_unchecked"] = list(self.cleanup_unchecked)
         if self.distribution:
             data["distribution"] = dict(self.distribution)
+        if self.replicas:
+            data["replicas"] = [r.to_dict() for r in self.replicas]
+        if self.router:
+            data["router"] = dict(self.router)
         return data
 
     @classmethod
@@ -163,10 +202,12 @@ class JobRecord:
         fields_["nodes"] = tuple(NodeRecord.from_dict(n) for n in data.get("nodes") or ())
         fields_["cleanup_unchecked"] = tuple(data.get("cleanup_unchecked") or ())
         fields_["distribution"] = dict(data.get("distribution") or {})
+        fields_["replicas"] = tuple(ReplicaRecord.from_dict(r) for r in data.get("replicas") or ())
+        fields_["router"] = dict(data.get("router") or {})
         return cls(**fields_)
 
 
-_EMPTY_OMITTED = ("nodes", "cleanup_unchecked", "distribution")
+_EMPTY_OMITTED = ("nodes", "cleanup_unchecked", "distribution", "replicas", "router")
 
 
 def index_dir() -> Path:

@@ -78,6 +78,15 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--image-cache", help="Shared directory for images converted for pyxis "
                      "or apptainer, by image ID (default ~/.cache/slurmserve/images)."),
         click.option("--served-model-name", help="Name clients use (default: MODEL)."),
+        click.option("--replicas", type=int, help="Copies of the layout, each on NODES/REPLICAS "
+                     "nodes, behind one router endpoint (default 1: no router)."),
+        click.option("--ready-replicas", type=int,
+                     help="READY once this many replicas answer (default 1)."),
+        click.option("--route", help="Router policy: round-robin|least-load|prefix|random|"
+                     "consistent-hash (default prefix, cache-aware)."),
+        click.option("--restart", help="A failed replica: on-failure (restart it on its nodes, "
+                     "the default) or never."),
+        click.option("--max-restarts", type=int, help="Restarts per replica (default 3)."),
         click.option("--nodes", "-N", type=int, help="Nodes to serve on (default 1)."),
         click.option("--gpus-per-node", type=int, help="GPUs on each node (default 8)."),
         click.option("--tp", type=int, help="Tensor-parallel size."),

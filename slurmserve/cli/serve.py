@@ -135,18 +135,34 @@ def wait_command(job_id: str, timeout: float, as_json: bool, remote: Remote) -> 
 
 @click.command()
 @click.argument("job_ids", nargs=-1)
-@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
-@click.option("--no-health", is_flag=True, help="Skip the live health check.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the jobs as JSON (with --watch: one line per refresh).")
+@click.option("--no-health", is_flag=True, help="Skip the live health and load checks.")
+@click.option("--watch", "-w", is_flag=True,
+              help="Show each job's replicas (or endpoint) with live load, refreshed until Ctrl+C.")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=2.0, show_default=True,
+              help="Seconds between --watch refreshes.")
 @remote_options
 @errors
-def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool, remote: Remote) -> None:
-    """Our jobs: SLURM state, serving status, endpoint and a live health check."""
+def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool, watch: bool,
+           interval: float, remote: Remote) -> None:
+    """Our jobs: SLURM state, serving status, endpoint and a live health check; a job with
+    replicas also gets a table of them with their load (requests, KV cache, tokens/s)."""
     with remote.cluster() as cluster:
+        if watch:
+            try:
+                frames = cluster.watch_status(list(job_ids) or None, not no_health, interval)
+                for count, rows in enumerate(frames):
+                    output.watch_frame(rows, count, interval, as_json)
+            except KeyboardInterrupt:
+                pass
+            return
         rows = cluster.status(list(job_ids) or None, health=not no_health)
     if as_json:
         output.echo_json([r.to_dict() for r in rows])
     else:
         output.status_table(rows)
+        output.replica_tables(rows)
 
 
 @click.command()

@@ -59,6 +59,8 @@ def test_command(url: str | None, job: str | None, model: str | None, engine: st
 @click.option("--slo-ttft-ms", type=float, help="Goodput: time-to-first-token SLO.")
 @click.option("--slo-tpot-ms", type=float, help="Goodput: time-per-output-token SLO.")
 @click.option("--tiny", is_flag=True, help="Small sizes (for tiny test models).")
+@click.option("--replica", type=int, help="With --job: replica K of a --replicas job, by its own "
+              "endpoint, instead of the router (see `slurmserve status JOB`).")
 @click.option("--api-key", envvar="OPENAI_API_KEY", help="Key the client sends: env:VAR, file:PATH "
               "or the key (default: the job's own key source, else $OPENAI_API_KEY).")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")

@@ -12,6 +12,8 @@ the engine name.
 - `BenchClient` (tools/bench.py): the engine's own benchmark client.
 - `API` (tools/apicheck.py): an `ApiTraits` of what its OpenAI-compatible API does, plus the
   checks of endpoints only it serves.
+- `LOAD` (metrics.py, `slurmserve status`): a `LoadMetrics` naming where and under which names
+  it reports running and waiting requests, KV cache use and generated tokens.
 """
 
 from __future__ import annotations
@@ -21,15 +23,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import SpecError
-from ._common import ApiCheck, ApiCheckFailed, ApiTraits, NativeFlags, Parallel, Profile, Resolution
+from ._common import (
+    ApiCheck,
+    ApiCheckFailed,
+    ApiTraits,
+    LoadMetrics,
+    NativeFlags,
+    Parallel,
+    Profile,
+    Resolution,
+)
 
 if TYPE_CHECKING:
     from ..plan import Allocation, ClusterPlan, PortBlock
     from ..spec import ServeSpec
 
 __all__ = ["ENGINES", "ApiCheck", "ApiCheckFailed", "ApiTraits", "BenchClient", "Engine",
-           "Launcher", "NativeFlags", "Parallel", "Profile", "Resolution", "Sizing", "get",
-           "plan_for", "resolve"]
+           "Launcher", "LoadMetrics", "NativeFlags", "Parallel", "Profile", "Resolution", "Sizing",
+           "get", "plan_for", "resolve"]
 
 
 class Launcher(Protocol):
@@ -105,6 +116,7 @@ class Engine(Launcher, Sizing, BenchClient, Protocol):
     """The whole contract of an engine module."""
 
     API: ApiTraits
+    LOAD: LoadMetrics
 
 
 def _registry() -> Mapping[str, Engine]:

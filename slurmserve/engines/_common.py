@@ -133,6 +133,29 @@ class ApiTraits:
     extra_checks: tuple[ApiCheck, ...] = ()
 
 
+@dataclass(frozen=True)
+class LoadMetrics:
+    """Where an engine reports its load (`slurmserve status`, metrics.py) and under which names.
+
+    Each field lists Prometheus names, the first one present counts; `paths` are tried in order.
+    `from_json` reads a JSON answer instead (running, waiting, kv_cache), for an engine whose
+    /metrics may not be Prometheus text.
+    """
+
+    running: tuple[str, ...]
+    waiting: tuple[str, ...]
+    kv_cache: tuple[str, ...]  # a fraction 0..1
+    generation_tokens: tuple[str, ...]  # a counter
+    gen_throughput: tuple[str, ...] = ()  # the engine's own tokens/s gauge, when it has one
+    paths: tuple[str, ...] = ("/metrics",)
+    from_json: Callable[[Any], Mapping[str, float | None]] | None = None
+
+    @property
+    def names(self) -> frozenset[str]:
+        return frozenset((*self.running, *self.waiting, *self.kv_cache, *self.generation_tokens,
+                          *self.gen_throughput))
+
+
 def scan(args: Sequence[str], flags: NativeFlags) -> tuple[dict[str, str], set[str]]:
     """Find native values and switches in engine args, read by the engine's own spelling rules
     (a repeated flag: the last one wins, as in argparse and click); refuse flags slurmserve owns."""

@@ -29,6 +29,7 @@ from ._common import (
     ApiCheckFailed,
     ApiTraits,
     Call,
+    LoadMetrics,
     NativeFlags,
     Parallel,
     Profile,
@@ -298,3 +299,11 @@ def check_generate(call: Call, prompt: str, tokens: int) -> str:
 API = ApiTraits(owned_by="sglang", metrics_prefix="sglang:", detect_paths=("/get_model_info",),
                 metrics_hint=" (SGLang serves /metrics only with --enable-metrics)",
                 extra_checks=(ApiCheck("sglang-generate", check_generate),))
+
+#: python/sglang/srt/metrics/collector.py: SchedulerMetricsCollector (num_running_reqs,
+#: num_queue_reqs, token_usage: the KV pool's used fraction, gen_throughput) and
+#: TokenizerMetricsCollector (generation_tokens_total); served with --enable-metrics.
+LOAD = LoadMetrics(running=("sglang:num_running_reqs",), waiting=("sglang:num_queue_reqs",),
+                   kv_cache=("sglang:token_usage",),
+                   generation_tokens=("sglang:generation_tokens_total",),
+                   gen_throughput=("sglang:gen_throughput",))

@@ -40,6 +40,7 @@ from ..plan import (
 from ..render import render_template
 from ._common import (
     ApiTraits,
+    LoadMetrics,
     NativeFlags,
     Parallel,
     Profile,
@@ -347,3 +348,23 @@ def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
 
 #: trtllm-serve's /metrics answers JSON iteration stats (a list), not Prometheus text.
 API = ApiTraits(owned_by="tensorrt_llm", metrics_prefix="trtllm_", metrics_json=True)
+
+
+def iteration_load(stats: Any) -> dict[str, float | None]:
+    """Running and queued requests and KV use from /metrics' iteration stats (a JSON list, the
+    newest last; empty when no iteration ran since the last read, which drains them)."""
+    last = stats[-1] if isinstance(stats, list) and stats and isinstance(stats[-1], dict) else {}
+    kv = last.get("kvCacheStats") or {}
+    used, total = kv.get("usedNumBlocks"), kv.get("maxNumBlocks")
+    return {"running": last.get("numActiveRequests"), "waiting": last.get("numQueuedRequests"),
+            "kv_cache": used / total if isinstance(used, int | float) and total else None}
+
+
+#: tensorrt_llm/metrics/collector.py (MetricsCollector, served at /prometheus/metrics with
+#: `return_perf_metrics`); without it only /metrics' JSON iteration stats (serve/openai_server.py
+#: get_iteration_stats: numActiveRequests, numQueuedRequests, kvCacheStats), no token counter.
+LOAD = LoadMetrics(running=("trtllm_num_requests_running",),
+                   waiting=("trtllm_num_requests_waiting",),
+                   kv_cache=("trtllm_kv_cache_utilization",),
+                   generation_tokens=("trtllm_generation_tokens_total",),
+                   paths=("/prometheus/metrics", "/metrics"), from_json=iteration_load)

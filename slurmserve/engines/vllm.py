@@ -38,6 +38,7 @@ from ..plan import (
 )
 from ._common import (
     ApiTraits,
+    LoadMetrics,
     NativeFlags,
     Parallel,
     Profile,
@@ -434,3 +435,11 @@ def bench_unify(raw: dict[str, Any]) -> dict[str, Any]:
 
 #: A per-request `seed` is documented to reproduce a sampled output.
 API = ApiTraits(owned_by="vllm", metrics_prefix="vllm:", seed_reproducible=True)
+
+#: vllm/v1/metrics/loggers.py (PrometheusStatLogger), labels model_name and engine (one series
+#: per DP engine): kv_cache_usage_perc replaced gpu_cache_usage_perc in 0.9, which older
+#: releases alone have; the counter `vllm:generation_tokens` is served with `_total`.
+LOAD = LoadMetrics(running=("vllm:num_requests_running",),
+                   waiting=("vllm:num_requests_waiting",),
+                   kv_cache=("vllm:kv_cache_usage_perc", "vllm:gpu_cache_usage_perc"),
+                   generation_tokens=("vllm:generation_tokens_total",))

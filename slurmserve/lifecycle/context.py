@@ -43,13 +43,15 @@ class RunContext:
     failed: list[Failure] = field(default_factory=list)  # in arrival order
     first_failure: float = 0.0
     started: float = field(default_factory=time.monotonic)
+    subdir: str = ""  # a replica's own directory under the job's run dir
 
     def __post_init__(self) -> None:
         self.steps = StepRunner(self.job, len(self.nodes), self.run_dir, self.stop, self.job_ended)
 
     @property
     def run_dir(self) -> str:
-        return os.path.join(os.path.abspath(self.spec.log_dir), self.job.job_id)
+        job_dir = os.path.join(os.path.abspath(self.spec.log_dir), self.job.job_id)
+        return os.path.join(job_dir, self.subdir) if self.subdir else job_dir
 
     @property
     def nodes(self) -> tuple[str, ...]:

@@ -8,24 +8,26 @@ containers with our label.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shlex
 import signal
 import socket
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import apikey, engines, runtimes, state
+from .. import apikey, engines, router, runtimes, state
 from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
-from ..plan import ClusterPlan
+from ..plan import Allocation, ClusterPlan
 from ..slurm import Job
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
-from . import argcheck, distribute, launch, preflight, teardown, watch
+from . import argcheck, distribute, launch, preflight, replicas, teardown, watch
 from .context import RunContext
 from .distribute import Distribution
 from .teardown import Cleanup
@@ -87,18 +89,26 @@ class Lifecycle:
         self.args = argcheck.ArgsVerdict()
         self.serving: Serving | None = None
         self.ready: Ready | None = None
+        self.fleet: replicas.Fleet | None = None  # with --replicas N > 1
+        self._record_lock = threading.Lock()  # replica watchdogs write the record too
 
     def start(self) -> None:
         ctx, spec = self.ctx, self.ctx.spec
+        if spec.replicas > 1:
+            router.require_installed()
         engine = engines.get(spec.engine)
-        resolution = engine.resolve(spec)
+        one = spec.replica_spec  # what each replica runs (the whole spec without replicas)
+        resolution = engine.resolve(one)
         pre = preflight.check(ctx, resolution)
         self.runtime = pre.runtime or pre.verdict.closest  # what teardown cleans with
         preflight.require(ctx, pre)
         teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id,
                                                                pre.runtime), pre.runtime)
-        self.plan = plan = engine.plan(spec, pre.allocation(ctx.job.job_id), resolution,
-                                       pre.port)
+        nodes = pre.allocation(ctx.job.job_id).nodes
+        plans = [engine.plan(one, Allocation(ctx.job.job_id, nodes[k * one.nodes:
+                                                                (k + 1) * one.nodes]),
+                             resolution, pre.port) for k in range(spec.replicas)]
+        self.plan = plan = plans[0]
         refused = runtimes.refusal(plan.needs, pre.runtime)
         if refused:
             raise LaunchError(f"{refused}; nothing was started")
@@ -107,33 +117,75 @@ class Lifecycle:
         if spec.check_args:
             self.args = argcheck.check_args(ctx, plan, image, pre.runtime)
             argcheck.require(ctx, self.args)
+        if spec.replicas > 1:
+            self._start_fleet(pre, plans)
+            return
         self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, image, pre.runtime)
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
-        if spec.hf_cache and not spec.model_is_local:
-            distribute.prefetch(ctx, bundle.nodes[0].env_file, image, pre.runtime)
+        self._prefetch(bundle)
         roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)
         ctx.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
                           f"on {roles}, runtime {pre.runtime}")
-        self.write_record()
-        ctx.enter(Phase.LAUNCH)
-        if ctx.stop.is_set():
-            raise Stopped  # no container may start after a stop was asked for
-        devices = {r: pre.facts.of(r).get("devices", "") for r in range(len(plan.nodes))}
-        self.serving = Serving(ctx, plan, bundle, watch.rdma_expected(ctx, devices))
+        self._enter_launch()
+        self.serving = Serving(ctx, plan, bundle, watch.rdma_expected(ctx, devices(pre, plan)))
         self.ready = watch.wait_ready(ctx, self.serving)
         self.plan = self.ready.plan
+        self._announce_ready()
+        watch.serve(ctx, self.serving)
+
+    def _start_fleet(self, pre: preflight.Preflight, plans: list[ClusterPlan]) -> None:
+        """--replicas N: the router on the first node, then every replica on its own nodes."""
+        ctx, spec = self.ctx, self.ctx.spec
+        one = spec.replica_spec
+        bundles = [launch.build(one, p, replicas.replica_dir(ctx.run_dir, k), self.image,
+                                pre.runtime) for k, p in enumerate(plans)]
+        for bundle in bundles:
+            launch.write(bundle)  # again at each start of a replica: teardown removes secrets
+        self._prefetch(bundles[0])
+        ctx.console.phase("launch", f"{len(plans)} replicas of {plans[0].engine} "
+                          f"({plans[0].mode}) world={plans[0].world_size}, runtime "
+                          f"{pre.runtime}: " + "; ".join(
+                              f"replica {k} on {','.join(n.host for n in p.nodes)}"
+                              for k, p in enumerate(plans)))
+        router_plan = router.RouterPlan.for_job(ctx.job.job_id, plans[0].head_address,
+                                                spec.route, spec.host)
+        members = [replicas.Replica(k, p, b, watch.rdma_expected(ctx, devices(pre, p, k)))
+                   for k, (p, b) in enumerate(zip(plans, bundles, strict=True))]
+        self.fleet = fleet = replicas.Fleet(ctx, members, router_plan, pre.runtime,
+                                            on_change=self.write_record)
+        self._enter_launch()
+        fleet.start()
+        fleet.wait_ready()
+        self._announce_ready()
+        fleet.serve()
+
+    def _prefetch(self, bundle: launch.Launch) -> None:
+        spec = self.ctx.spec
+        if spec.hf_cache and not spec.model_is_local:
+            distribute.prefetch(self.ctx, bundle.nodes[0].env_file, self.image, self.runtime)
+
+    def _enter_launch(self) -> None:
+        self.write_record()
+        self.ctx.enter(Phase.LAUNCH)
+        if self.ctx.stop.is_set():
+            raise Stopped  # no container may start after a stop was asked for
+
+    def _announce_ready(self) -> None:
+        ctx = self.ctx
         self.status = Status.READY
         path = self.write_record()
-        ctx.console.result(ready_lines(self.record(), spec, time.monotonic() - ctx.started,
-                                       path))
+        ctx.console.result(ready_lines(self.record(), ctx.spec,
+                                       time.monotonic() - ctx.started, path))
         ctx.emit({"event": "ready", **self.record().to_dict()})
-        watch.serve(ctx, self.serving)
 
     def finish(self) -> None:
         ctx = self.ctx
         t0 = time.monotonic()
         if self.status != Status.FAILED:
             self.status = Status.STOPPING
+        if self.fleet is not None:
+            ctx.console.phase("teardown", "stopping every replica and the router")
+            self.fleet.stop()
         down = teardown.teardown(ctx, self.serving, self.bundle,
                                  touched_nodes=ctx.phase != Phase.START, runtime=self.runtime)
         self.status = Status.FAILED if self.status == Status.FAILED or ctx.failed \
@@ -141,22 +193,30 @@ class Lifecycle:
         if self.plan is not None:
             self.write_record(down.cleanup or Cleanup(0, ()))
         ctx.console.phase("teardown", teardown.summary(
-            ctx, down, self.serving is not None, time.monotonic() - t0))
+            ctx, down, self.serving is not None or self.fleet is not None,
+            time.monotonic() - t0))
         ctx.emit({"event": "stopped", **self.record().to_dict()})
 
     def record(self, cleanup: Cleanup | None = None) -> JobRecord:
-        ctx, plan, bundle = self.ctx, self.plan, self.bundle
-        model = self.ready.model if self.ready else plan.model_name if plan else \
-            ctx.spec.model_name
+        ctx, plan, bundle, fleet = self.ctx, self.plan, self.bundle, self.fleet
+        model = self.ready.model if self.ready else fleet.model if fleet else \
+            plan.model_name if plan else ctx.spec.model_name
         nodes: tuple[NodeRecord, ...] = ()
         placed: dict[str, Any] = {}
         if plan is not None and bundle is not None:
-            nodes = tuple(NodeRecord(rank=n.rank, host=n.host, address=p.address,
-                                     ifname=p.ifname, role=p.role, container=n.container,
-                                     log=n.log)
-                          for n, p in zip(bundle.nodes, plan.nodes, strict=True))
+            nodes = node_records(plan, bundle)
             placed = dict(image=self.image, endpoint=plan.endpoint, head=plan.head_address,
                           port=plan.port, mode=plan.mode, runtime=self.runtime)
+        if fleet is not None:
+            nodes = tuple(dataclasses.replace(n, rank=r.index * len(r.plan.nodes) + n.rank,
+                                              role=f"replica {r.index} {n.role}")
+                          for r in fleet.replicas for n in node_records(r.plan, r.bundle))
+            placed = dict(image=self.image, endpoint=fleet.plan.endpoint, head=fleet.plan.host,
+                          port=fleet.plan.port, mode=fleet.replicas[0].plan.mode,
+                          runtime=self.runtime,
+                          replicas=tuple(r.record() for r in fleet.replicas),
+                          router=dict(endpoint=fleet.plan.endpoint, metrics=fleet.plan.metrics,
+                                      policy=fleet.plan.policy, log=fleet.router_log))
         return JobRecord(
             job=ctx.job.job_id, status=self.status, engine=ctx.spec.engine, model=model,
             run_dir=ctx.run_dir, driver_pid=os.getpid(), driver_host=socket.gethostname(),
@@ -167,10 +227,13 @@ class Lifecycle:
             distribution=dict(self.distribution.details))
 
     def write_record(self, cleanup: Cleanup | None = None) -> str:
-        return state.write(self.ctx.run_dir, self.record(cleanup))
+        with self._record_lock:
+            return state.write(self.ctx.run_dir, self.record(cleanup))
 
     def show_failed_logs(self) -> None:
         """The last 50 lines of each failed node's log (the first to fail comes first)."""
+        if self.fleet is not None:
+            self.fleet.show_failed_logs()
         if self.bundle is None:
             return
         for failure in self.ctx.failed[:2]:
@@ -185,14 +248,30 @@ class Lifecycle:
                 self.ctx.console.line(line.rstrip())
 
 
+def node_records(plan: ClusterPlan, bundle: launch.Launch) -> tuple[NodeRecord, ...]:
+    return tuple(NodeRecord(rank=n.rank, host=n.host, address=p.address, ifname=p.ifname,
+                            role=p.role, container=n.container, log=n.log)
+                 for n, p in zip(bundle.nodes, plan.nodes, strict=True))
+
+
+def devices(pre: preflight.Preflight, plan: ClusterPlan, replica: int = 0) -> dict[int, str]:
+    """Per rank of the plan: the RDMA devices its node reported in preflight."""
+    first = replica * len(plan.nodes)
+    return {r: pre.facts.of(first + r).get("devices", "") for r in range(len(plan.nodes))}
+
+
 def ready_lines(record: JobRecord, spec: ServeSpec, elapsed: float, path: str) -> list[str]:
     """The READY block on stdout: endpoint, a curl to paste, the OpenAI base URL."""
     body = json.dumps({"model": record.model, "messages": [{"role": "user", "content": "Hello"}],
                        "max_tokens": 32})
     auth = (f' -H "Authorization: Bearer {apikey.shell_ref(spec.api_key)}"'
             if spec.api_key else "")
+    replicas = [f"  replica {r.index}: {r.endpoint} on {','.join(r.nodes)} ({r.status})"
+                for r in record.replicas]
+    ready = sum(r.status == "ready" for r in record.replicas)
+    count = f" replicas={ready}/{len(record.replicas)}" if record.replicas else ""
     return [f"READY {record.endpoint} model={record.model} nodes={len(record.nodes)} "
-            f"engine={record.engine} in {elapsed:.1f}s",
+            f"engine={record.engine} in {elapsed:.1f}s{count}", *replicas,
             f"  curl {record.endpoint}/v1/chat/completions -H 'Content-Type: application/json'"
             f"{auth} -d {shlex.quote(body)}",
             f"  OPENAI_BASE_URL={record.endpoint}/v1",

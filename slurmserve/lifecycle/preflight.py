@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import asdict, dataclass, field
 
-from .. import engines, images, runtimes, slurm
+from .. import engines, images, router, runtimes, slurm
 from ..errors import LaunchError, SpecError
 from ..images import TarballImage
 from ..plan import Allocation, ImageCheck, NodeInfo, PortBlock
@@ -120,14 +120,12 @@ class Preflight:
 def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     """Run the preflight step on every node and judge it; starts nothing."""
     spec = ctx.spec
-    engine = engines.get(spec.engine)
     head_ip = slurm.node_address(ctx.nodes[0])
     tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
     plans = image_plans(spec, tarball)
     block = PortBlock.for_job(ctx.job.job_id)
     http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
-    ports = {rank: list(p) for rank, p in
-             engine.listen_ports(spec, resolution, block, len(ctx.nodes)).items()}
+    ports = listen_ports(spec, resolution, block, len(ctx.nodes))
     http_ranks = frozenset(r for r, p in ports.items() if http.port in p)
     http = dataclasses.replace(http, ranks=http_ranks)
     if not http.explicit:
@@ -147,6 +145,18 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
                        note, plans=plans, srun_plugin=plugin)
     return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans)
+
+
+def listen_ports(spec: ServeSpec, resolution: engines.Resolution, block: PortBlock,
+                 count: int) -> dict[int, list[int]]:
+    """Per rank: the ports it will listen on. Every replica's ranks as one replica's; the
+    router's two on the first node."""
+    one = spec.replica_spec
+    ports = engines.get(spec.engine).listen_ports(one, resolution, block, one.nodes)
+    by_rank = {rank: list(ports.get(rank % one.nodes, ())) for rank in range(count)}
+    if spec.replicas > 1:
+        by_rank[0] += [block.at(router.PORT_OFFSET), block.at(router.METRICS_OFFSET)]
+    return by_rank
 
 
 def image_plans(spec: ServeSpec, tarball: TarballImage | None) -> dict[str, runtimes.ImagePlan]:

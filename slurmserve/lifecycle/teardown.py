@@ -14,7 +14,7 @@ from ..render import render_template
 from ..slurm.steps import terminate
 from .context import RunContext
 from .launch import Launch
-from .watch import SERVE_STEP, Serving
+from .watch import Serving
 
 STEP_STOP_GRACE_S = 20  # node.sh gives the container 10 s; srun needs a little more
 
@@ -25,10 +25,13 @@ class Cleanup:
     unchecked: tuple[str, ...]  # nodes the cleanup could not check, and why
 
 
-def cleanup(ctx: RunContext, job_ids: list[str], runtime: str) -> Cleanup:
+def cleanup(ctx: RunContext, job_ids: list[str], runtime: str, keep_staged: bool = False
+            ) -> Cleanup:
     """Remove what carries these jobs' mark on every node (containers by label, processes by
-    the job mark), and only that: the last word."""
-    script = render_template("cleanup.sh.j2", job_ids=job_ids, stage_dir=ctx.spec.stage_dir,
+    the job mark), and only that: the last word. `keep_staged`: leave staged images (a
+    replica's restart reads them again)."""
+    script = render_template("cleanup.sh.j2", job_ids=job_ids,
+                             stage_dir="" if keep_staged else ctx.spec.stage_dir,
                              cleanup_runtimes=[runtime] if runtime else [], optional=False,
                              **runtimes.shell_context(runtime, ctx.job.job_id))
     try:
@@ -108,9 +111,16 @@ def summary(ctx: RunContext, down: Teardown, launched: bool, seconds: float) -> 
             + f"; logs kept in {ctx.run_dir}")
 
 
+def stop_step(ctx: RunContext, serving: Serving) -> None:
+    """Stop one serving step (a replica's), leaving the job's other steps alone."""
+    if serving.proc.poll() is None:
+        _stop_serving_step(ctx, serving)
+    serving.done.set()
+
+
 def _stop_serving_step(ctx: RunContext, serving: Serving) -> None:
     """SIGTERM to the step's tasks (each stops its container gracefully), then force."""
-    step = slurm.find_step(ctx.job.job_id, SERVE_STEP)
+    step = slurm.find_step(ctx.job.job_id, serving.step)
     if step and slurm.signal_step(step, "TERM"):
         try:
             serving.proc.wait(STEP_STOP_GRACE_S)

@@ -30,14 +30,15 @@ class Serving:
     """The running serving step: one task per node, each running its node's container."""
 
     def __init__(self, ctx: RunContext, plan: ClusterPlan, bundle: Launch,
-                 rdma_expected: dict[int, bool]) -> None:
+                 rdma_expected: dict[int, bool], step: str = SERVE_STEP) -> None:
         self.ctx = ctx
+        self.step = step  # the step's name: a replica's own
         self.plan = plan
         self.bundle = bundle
         self.done = threading.Event()  # set at teardown: the log followers end
         ctx.ranks = len(plan.nodes)
-        self.proc: Process = ctx.steps.start(SERVE_STEP, bundle.script_path,
-                                             nodes=len(plan.nodes), label=SERVE_STEP,
+        self.proc: Process = ctx.steps.start(step, bundle.script_path,
+                                             nodes=len(plan.nodes), label=step,
                                              options=bundle.step_options)
         threading.Thread(target=self._read_step, daemon=True).start()
         for node in bundle.nodes:  # printed only when following; always watched

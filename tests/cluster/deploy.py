@@ -189,7 +189,7 @@ def marked_leftovers(nodes, job_id: str | None = None, skip: tuple[str, ...] = (
     each node's node-local enroot data directory."""
     found: dict[str, list[str]] = {}
     for pid, env in marked_processes():
-        job, node = env["SLURMSERVE_JOB"], env.get("SLURMSERVE_NODE")
+        job, node = env.get("SLURMSERVE_JOB") or env["SLURMSERVE_ROUTER"], env.get("SLURMSERVE_NODE")
         if node in nodes and node not in skip and (job_id is None or job == job_id):
             found.setdefault(node, []).append(f"pid {pid}")
     for node in nodes:
@@ -201,7 +201,8 @@ def marked_leftovers(nodes, job_id: str | None = None, skip: tuple[str, ...] = (
 
 
 def marked_processes() -> list[tuple[str, dict[str, str]]]:
-    """(pid, environment) of every process carrying a slurmserve job mark."""
+    """(pid, environment) of every process carrying a slurmserve job mark (an engine's, or
+    the router's of `--replicas`)."""
     found = []
     for proc in Path("/proc").glob("[0-9]*"):
         try:
@@ -209,6 +210,6 @@ def marked_processes() -> list[tuple[str, dict[str, str]]]:
                 errors="replace").split("\0") if "=" in kv)
         except OSError:
             continue
-        if env.get("SLURMSERVE_JOB"):
+        if env.get("SLURMSERVE_JOB") or env.get("SLURMSERVE_ROUTER"):
             found.append((proc.name, env))
     return found

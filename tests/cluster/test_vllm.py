@@ -93,3 +93,42 @@ def test_real_vllm_bad_model_fails_fast_with_its_log(sandbox, vllm_tarball, tmp_
     assert "FAILED" in d.err or "exited with code" in d.err
     assert "does-not-exist" in d.err  # the engine's own error, from the node's log tail
     assert not our_containers(sandbox, d.job_id)
+
+
+def test_submit_two_real_vllm_replicas_behind_the_router(sandbox, vllm_tarball, tmp_path):
+    """Batch mode: the router starts inside the batch job; both real vLLM servers answer
+    through it (the openai client, `test --job`, `bench --job`), and `status` lists them."""
+    log_dir = tmp_path / "logs"
+    submit = subprocess.run(
+        ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
+         "--nodes", "2", "--replicas", "2", "--ready-replicas", "2", "--route", "round-robin",
+         "--runtime", RUNTIME, "--log-dir", str(log_dir), "--json", *ENGINE_ARGS],
+        capture_output=True, text=True, timeout=1500)
+    assert submit.returncode == 0, submit.stderr
+    info = json.loads(submit.stdout.strip().splitlines()[-1])
+    job, endpoint = info["job"], info["endpoint"]
+    try:
+        status = subprocess.run(["slurmserve", "status", job, "--json"], capture_output=True,
+                                text=True, check=True)
+        row = json.loads(status.stdout)[0]
+        assert row["endpoint"] == endpoint and row["status"] == "ready"
+        replicas = row["replicas"]
+        assert [r["status"] for r in replicas] == ["ready", "ready"]
+        assert endpoint not in {r["endpoint"] for r in replicas}  # the router's own
+        for _ in range(4):
+            assert _openai_chat(endpoint)
+        check = subprocess.run(["slurmserve", "test", "--job", job, "--json"],
+                               capture_output=True, text=True, timeout=300)
+        assert check.returncode == 0, check.stdout
+        bench = subprocess.run(
+            ["slurmserve", "bench", "--job", job, "--type", "latency", "--tiny",
+             "--tokenizer", "/models/tiny", "--out", str(tmp_path / "bench"), "--json"],
+            capture_output=True, text=True, timeout=900)
+        assert bench.returncode == 0, bench.stderr[-3000:]
+        assert all(r["failed"] == 0 for r in json.loads(bench.stdout)["results"])
+        stop = subprocess.run(["slurmserve", "stop", job, "--json"], capture_output=True,
+                              text=True, timeout=180)
+        assert stop.returncode == 0, stop.stderr
+    finally:
+        subprocess.run(["scancel", job], check=False)
+    assert not our_containers(sandbox, job)

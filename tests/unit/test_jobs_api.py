@@ -101,7 +101,8 @@ def test_bench_options_become_the_same_flags():
 
     options = api.BenchOptions(suites="latency,sharegpt", model="m", engine="sglang",
                                image="/x.tar", tokenizer="t", dataset="/d.json",
-                               slo_ttft_ms=200.0, slo_tpot_ms=20.5, tiny=True, as_json=True)
+                               slo_ttft_ms=200.0, slo_tpot_ms=20.5, tiny=True, as_json=True,
+                               replica=1)
     ctx = bench.make_context("bench", [*options.to_argv(), "--url", "http://h:1"])
     parsed = api.BenchOptions(**{f.name: ctx.params[f.name]
                                  for f in dataclasses.fields(api.BenchOptions)})

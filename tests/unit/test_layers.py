@@ -13,8 +13,8 @@ PACKAGE = Path(slurmserve.__file__).parent
 MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: Deciding what runs where is pure: no process, no SLURM, no lifecycle, no tools or front ends.
-DECIDE = ("engines", "runtimes", "plan", "spec", "envfile", "render", "images")
-ACT = ("runner", "slurm", "lifecycle")
+DECIDE = ("engines", "runtimes", "router", "plan", "spec", "envfile", "render", "images")
+ACT = ("runner", "slurm", "lifecycle", "metrics")
 FRONT = ("api", "cli", "client", "remote", "tools", "__main__")
 #: The CLI parses and prints; everything it does goes through these.
 CLI_MAY_IMPORT = {"api", "client", "errors", "cli"}

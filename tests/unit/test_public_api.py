@@ -10,8 +10,8 @@ from slurmserve import api
 
 PUBLIC = [
     "Allocation", "BenchOptions", "Cluster", "ClusterPlan", "EngineFacts", "Job", "JobRecord",
-    "JobStatus", "LaunchError", "NodeInfo", "NodePlan", "NodeRecord", "Phase", "RecordError",
-    "ServeSpec", "SlurmserveError", "SpecError", "Status",
+    "JobStatus", "LaunchError", "LiveLoad", "NodeInfo", "NodePlan", "NodeRecord", "Phase",
+    "RecordError", "ReplicaStatus", "ServeSpec", "SlurmserveError", "SpecError", "Status",
     "allocation_defaults", "bench", "check_endpoint", "client_key", "compare_bench", "describe",
     "doctor", "engine_facts", "ensure_allocation", "job_record", "load_spec", "log_paths", "logs",
     "plan_cluster", "preview_allocation", "render_sbatch", "run", "size", "sizing_catalogue",

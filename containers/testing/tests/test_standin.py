@@ -568,6 +568,38 @@ def test_metrics_count_requests(api: server.ApiServer) -> None:
     assert "vllm:num_requests_running" in text
 
 
+def _gauges(text: str) -> dict[str, float]:
+    return {line.split("{")[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+            if line and not line.startswith("#")}
+
+
+@pytest.mark.parametrize("api", [{"token_latency": 0.05, "max_model_len": 100}], indirect=True)
+def test_metrics_load_while_a_request_is_in_flight(api: server.ApiServer) -> None:
+    """running = requests in flight, none waits, KV use = their tokens / the stand-in's cache."""
+    worker = threading.Thread(target=call, args=(api, "POST", "/v1/completions",
+                                                 {"prompt": "a b c", "max_tokens": 20}))
+    worker.start()
+    deadline = time.monotonic() + 5
+    while (busy := _gauges(call(api, "GET", "/metrics")[1].decode())).get(
+            "vllm:num_requests_running") != 1.0:
+        assert time.monotonic() < deadline, busy
+        time.sleep(0.01)
+    worker.join(10)
+    idle = _gauges(call(api, "GET", "/metrics")[1].decode())
+    assert busy["vllm:num_requests_waiting"] == 0.0
+    assert busy["vllm:kv_cache_usage_perc"] == (3 + 20) / (100 * server.KV_SEQS)
+    assert idle["vllm:num_requests_running"] == idle["vllm:kv_cache_usage_perc"] == 0.0
+    assert idle["vllm:generation_tokens_total"] == 20.0
+
+
+@pytest.mark.parametrize("api", [{"engine": "trtllm"}], indirect=True)
+def test_trtllm_metrics_use_its_own_names(api: server.ApiServer) -> None:
+    call(api, "POST", "/v1/completions", {"prompt": "x", "max_tokens": 3})
+    names = set(_gauges(call(api, "GET", "/prometheus/metrics")[1].decode()))
+    assert {"trtllm_num_requests_running", "trtllm_num_requests_waiting",
+            "trtllm_kv_cache_utilization", "trtllm_generation_tokens_total"} <= names
+
+
 @pytest.mark.parametrize("api", [{"faults": Faults(break_streaming=True)}], indirect=True)
 def test_fault_break_streaming(api: server.ApiServer) -> None:
     status, raw = call(api, "POST", "/v1/chat/completions",

@@ -463,7 +463,7 @@ fact removed "$removed"
 ' cleanup "$SLURM_JOB_ID" || true
 }
 trap final_cleanup EXIT
-printf '%s\n' '{"api_key": null, "check_args": true, "dp": null, "engine": "sglang", "engine_args": [], "env": {}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "hf_cache": null, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "image_cache": null, "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "model": "Qwen/Qwen2.5-72B-Instruct", "mounts": [], "nodes": 1, "port": null, "pp": null, "runtime": "auto", "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "stage_dir": "/tmp", "tp": 8}' >"$spec_file"
+printf '%s\n' '{"api_key": null, "check_args": true, "dp": null, "engine": "sglang", "engine_args": [], "env": {}, "env_file": null, "ep": null, "fabric": "auto", "gpus": "all", "gpus_per_node": 8, "health_timeout": 1800.0, "hf_cache": null, "host": "0.0.0.0", "image": "registry.example/engine:1.0", "image_cache": null, "job_name": "slurmserve", "launch_mode": "auto", "log_dir": "/shared/logs", "max_restarts": 3, "model": "Qwen/Qwen2.5-72B-Instruct", "mounts": [], "nodes": 1, "port": null, "pp": null, "ready_replicas": 1, "replicas": 1, "restart": "on-failure", "route": "prefix", "runtime": "auto", "served_model_name": null, "slurm": {"account": null, "exclusive": false, "partition": null, "qos": null, "sbatch_args": [], "time": null}, "stage": "auto", "stage_dir": "/tmp", "tp": 8}' >"$spec_file"
 
 # In the background, so a TERM for this script (scancel --batch, a time-limit signal) reaches the
 # driver at once; its teardown runs, then the final cleanup step.

@@ -19,6 +19,13 @@ from .textgen import Generation, count_tokens, generate, top_alternatives
 
 OWNERS = {"vllm": "vllm", "sglang": "sglang", "trtllm": "tensorrt_llm"}
 METRIC_PREFIX = {"vllm": "vllm:", "sglang": "sglang:", "trtllm": "trtllm_"}
+#: The load gauges each engine serves (running, waiting, KV use), under its own names.
+LOAD_GAUGES = {
+    "vllm": ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"),
+    "sglang": ("num_running_reqs", "num_queue_reqs", "token_usage"),
+    "trtllm": ("num_requests_running", "num_requests_waiting", "kv_cache_utilization"),
+}
+KV_SEQS = 8  # the stand-in's KV cache holds this many sequences of max_model_len tokens
 
 
 class ApiError(Exception):
@@ -50,14 +57,16 @@ class Stats:
     running: int = 0
     prompt_tokens: int = 0
     generation_tokens: int = 0
+    kv_tokens: int = 0  # tokens of the requests in flight: what a KV cache would hold
     finished: Counter[str] = field(default_factory=Counter)
 
     def add(self, running: int = 0, prompt: int = 0, generated: int = 0,
-            finished: str | None = None) -> None:
+            finished: str | None = None, kv: int = 0) -> None:
         with self.lock:
             self.running += running
             self.prompt_tokens += prompt
             self.generation_tokens += generated
+            self.kv_tokens += kv
             if finished:
                 self.finished[finished] += 1
 
@@ -148,13 +157,11 @@ class ApiServer:
         c = self.config
         s = self.stats
         labels = f'model_name="{c.served_names[0]}"'
-        names = {
-            "vllm": ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"),
-            "sglang": ("num_running_reqs", "num_queue_reqs", "token_usage"),
-            "trtllm": ("num_requests_running", "num_requests_waiting", "kv_cache_usage_perc"),
-        }[c.engine]
+        names = LOAD_GAUGES[c.engine]
         with s.lock:
-            gauges = (s.running, 0, 0.0)
+            # Every request is served at once (none waits); KV use: its tokens in flight.
+            kv_use = min(1.0, s.kv_tokens / max(1, c.max_model_len * KV_SEQS))
+            gauges = (s.running, 0, kv_use)
             lines = [f'standin_info{{engine="{c.engine}",version="{__version__}"}} 1']
             for name, value in zip(names, gauges, strict=True):
                 lines += [f"# TYPE {p}{name} gauge", f"{p}{name}{{{labels}}} {float(value)}"]
@@ -288,6 +295,7 @@ class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server: _Server
     server_version = "standin"
+    _held = 0  # tokens the current request holds (Stats.kv_tokens)
 
     def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
         if not self.path.startswith("/health"):
@@ -408,11 +416,12 @@ class _Handler(BaseHTTPRequestHandler):
                 app.wait_forever_or_close()
                 self.close_connection = True
                 return
+            self._held = 0
             app.stats.add(running=1)
             try:
                 route(body)
             finally:
-                app.stats.add(running=-1)
+                app.stats.add(running=-1, kv=-self._held)
         except ApiError as e:
             self._error(e)
         except (BrokenPipeError, ConnectionResetError):
@@ -420,9 +429,15 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- endpoints --
 
+    def _hold(self, prompt: int = 0, generated: int = 0, finished: str | None = None) -> None:
+        """Count tokens; they stay in the KV cache until the request ends."""
+        self._held += prompt + generated
+        self.app.stats.add(prompt=prompt, generated=generated, finished=finished,
+                           kv=prompt + generated)
+
     def _run(self, req: _Request, prompt: str, index: int) -> Generation:
         gen = generate(prompt, req.max_tokens, index, req.stop)
-        self.app.stats.add(generated=len(gen.tokens), finished=gen.finish_reason)
+        self._hold(generated=len(gen.tokens), finished=gen.finish_reason)
         return gen
 
     def _completions(self, body: dict[str, Any]) -> None:
@@ -431,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
         k = _int(body, "logprobs", 0, 0) if body.get("logprobs") is not None else None
         rid, created = f"cmpl-{uuid.uuid4().hex}", int(time.time())
         prompt_tokens = sum(count_tokens(p) for p in req.prompts)
-        self.app.stats.add(prompt=prompt_tokens)
+        self._hold(prompt=prompt_tokens)
         jobs = [(i * req.n + j, p, j) for i, p in enumerate(req.prompts) for j in range(req.n)]
         if not req.stream:
             choices, completion_tokens = [], 0
@@ -479,7 +494,7 @@ class _Handler(BaseHTTPRequestHandler):
         k = _int(body, "top_logprobs", 0, 0)
         rid, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         prompt_tokens = count_tokens(prompt)
-        self.app.stats.add(prompt=prompt_tokens)
+        self._hold(prompt=prompt_tokens)
         if not req.stream:
             choices, completion_tokens = [], 0
             for j in range(req.n):
@@ -530,7 +545,7 @@ class _Handler(BaseHTTPRequestHandler):
         results = []
         for prompt in prompts:
             gen = self._run(req, prompt, 0)
-            self.app.stats.add(prompt=count_tokens(prompt))
+            self._hold(prompt=count_tokens(prompt))
             finish: dict[str, Any] = {"type": gen.finish_reason}
             if gen.finish_reason == "length":
                 finish["length"] = len(gen.tokens)
