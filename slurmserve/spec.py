@@ -281,7 +281,17 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
     )
     _runtime_fits_image(spec)
     _replicas_fit(spec)
-    engines.get(spec.engine).validate(spec.replica_spec)
+    try:
+        engines.get(spec.engine).validate(spec.replica_spec)
+    except SpecError as exc:
+        needed = getattr(exc, "needed_nodes", None)
+        if spec.replicas == 1 or needed is None:
+            raise
+        per = spec.replica_spec.nodes
+        raise SpecError(exc.field, f"{exc.problem.split(', but')[0]} per replica, but --nodes "
+                        f"{spec.nodes} / --replicas {spec.replicas} gives each {per}",
+                        f"use --nodes {needed * spec.replicas} for {spec.replicas} replicas, "
+                        "or change the parallel sizes") from None
     return spec
 
 

@@ -367,13 +367,15 @@ def fit(spec: ServeSpec, world: int, what: str) -> int:
     gpn = spec.gpus_per_node
     needed = math.ceil(world / gpn)
     if needed != spec.nodes:
-        raise SpecError(
+        error = SpecError(
             "--tp/--pp/--dp",
             f"{what} = {world} GPUs needs {needed} node(s) of {gpn} GPUs, but --nodes is "
             f"{spec.nodes}",
             f"use --nodes {needed}, or change the parallel sizes to fill "
             f"{spec.nodes * gpn} GPUs",
         )
+        error.needed_nodes = needed  # type: ignore[attr-defined]  # --replicas restates it
+        raise error
     if needed > 1 and world % gpn:
         raise SpecError("--tp/--pp/--dp", f"{what} = {world} GPUs does not fill whole nodes of "
                         f"{gpn} GPUs", f"use a multiple of {gpn} across nodes")

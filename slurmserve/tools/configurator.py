@@ -325,8 +325,8 @@ class Plan:
             ("throughput", f"{self.tokens_per_s_replica:,.0f} tok/s, "
                            f"{self.requests_per_s_replica:.2f} req/s per replica"),
             ("replicas", f"{self.replicas} for {req.qps:g} req/s" + (
-                f", as {self.deployments} deployments of DP={self.spec_dp} behind a router"
-                if self.deployments > 1 else "")),
+                f", as {self.deployments} deployments of DP={self.spec_dp}"
+                + (" (--replicas)" if self.replicated else "") if self.deployments > 1 else "")),
             ("disaggregate", f"yes: {self.prefill_replicas} prefill + {self.decode_replicas} "
                              f"decode instances, {self.disagg_gpus} GPUs"
                              if self.disaggregate else "no"),
@@ -344,8 +344,9 @@ class Plan:
     def to_spec(self, model_id: str | None = None) -> dict[str, Any]:
         """A serving-spec dict for `slurmserve render/run --config` (image not included).
 
-        It describes one deployment: all replicas when `deployments` is 1, else one of
-        `deployments` identical copies to put behind a router. A plan sized by --params-b has
+        It describes the whole deployment: when `replicated`, `deployments` identical copies as
+        `replicas` behind slurmserve's router (deployments x spec_nodes nodes); else one copy.
+        A plan sized by --params-b has
         no model id: then the spec has no model (nor served name), and render/run take MODEL.
         """
         model = model_id or self.hf_id
@@ -357,7 +358,15 @@ class Plan:
         spec.update(nodes=self.spec_nodes, gpus_per_node=self.gpus_per_node, tp=self.tp,
                     pp=self.pp, dp=self.spec_dp, ep=self.ep if self.ep > 1 else None,
                     engine_args=list(self.engine_args))
+        if self.replicated:
+            spec.update(nodes=self.spec_nodes * self.deployments, replicas=self.deployments)
         return spec
+
+    @property
+    def replicated(self) -> bool:
+        """The copies run as `--replicas` (each on whole nodes of its own); smaller copies
+        share nodes, each with its own --gpus and --port, outside one spec."""
+        return self.deployments > 1 and self.tp * self.pp * self.spec_dp % self.gpus_per_node == 0
 
 
 def _slo(ok: bool | None, target: float | None) -> str:
@@ -681,8 +690,10 @@ def plan(req: PlanRequest) -> Plan:
     if copies > 1:
         share = (f", up to {gpn // (tp * pp * spec_dp)} per node, each with its own --gpus "
                  "and --port" if tp * pp * spec_dp < gpn else "")
-        notes.append(f"{engine}: the emitted spec is one of {copies} identical deployments "
-                     f"({spec_dp} replica(s) each{share}); run them behind {eng.PROFILE.router}")
+        notes.append(f"{engine}: {copies} identical deployments ({spec_dp} replica(s) each"
+                     + (f"{share}); the emitted spec is one of them: run the others beside it"
+                        if share else f"): the emitted spec runs them as replicas: {copies} "
+                        "behind slurmserve's router"))
 
     # Prefill/decode disaggregation.
     disagg = (req.ttft_ms is not None and in_tokens >= DISAGG_MIN_INPUT_TOKENS

@@ -434,7 +434,9 @@ def test_to_spec_round_trips_through_the_spec_loader(engine: str, req: PlanReque
     p = plan(dataclasses.replace(req, engine=engine))
     spec = load_spec(image="registry.example/serve:1", **p.to_spec("org/model"))
     assert (spec.tp, spec.pp, spec.dp) == (p.tp, p.pp, p.spec_dp)
-    assert spec.nodes == p.spec_nodes and spec.engine == engine
+    copies = p.deployments if p.replicated else 1
+    assert spec.nodes == p.spec_nodes * copies and spec.replicas == copies
+    assert spec.engine == engine
     assert p.deployments * p.spec_dp == p.dp
     if engine == "vllm":
         assert p.deployments == 1
