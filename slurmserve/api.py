@@ -129,13 +129,22 @@ def _spec_for_job(spec: ServeSpec) -> dict[str, Any]:
 
 
 def describe(spec: ServeSpec, allocation: Allocation | None = None) -> dict[str, Any]:
-    """Spec and plan as plain data (`render --json`)."""
+    """Spec and plan as plain data (`render --json`). With replicas, `plan` is the first
+    replica's and `replicas` every replica's, on its own nodes."""
     alloc = allocation or preview_allocation(spec)
+    plans = replica_plans(spec, alloc)
     return {
         "spec": spec.to_dict(),
-        "plan": plan_cluster(spec, alloc).to_dict(),
+        "plan": plans[0].to_dict(),
+        **({"replicas": [p.to_dict() for p in plans]} if spec.replicas > 1 else {}),
         "preview": allocation is None,
     }
+
+
+def replica_plans(spec: ServeSpec, allocation: Allocation) -> list[ClusterPlan]:
+    """One plan per replica, each on its own nodes/replicas nodes (one plan without)."""
+    nodes = Allocation(allocation.job_id, allocation.nodes[:spec.nodes])
+    return [plan_cluster(spec.replica_spec, part) for part in nodes.split(spec.replicas)]
 
 
 def allocation_defaults(env: dict[str, str] | None = None) -> dict[str, Any]:

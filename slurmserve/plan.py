@@ -42,6 +42,12 @@ class Allocation:
     def ports(self) -> PortBlock:
         return PortBlock.for_job(self.job_id)
 
+    def split(self, parts: int) -> list[Allocation]:
+        """Equal parts in node order: each replica's own nodes."""
+        size = len(self.nodes) // parts
+        return [Allocation(self.job_id, self.nodes[k * size:(k + 1) * size])
+                for k in range(parts)]
+
 
 @dataclass(frozen=True)
 class PortBlock:

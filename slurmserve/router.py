@@ -4,7 +4,7 @@ line). The watchdog drives its admin API (lifecycle/replicas.py).
 Why vllm-router (PyPI `vllm-router`, a Rust binary in a wheel, from the vLLM project): it
 forwards the OpenAI API to any OpenAI-compatible server (vLLM, SGLang and trtllm-serve alike, no
 engine-specific probing of workers), retries a failed request on another worker, has
-round-robin, power-of-two (least load) and cache-aware (prefix) policies, exports Prometheus
+round-robin, least-loaded and cache-aware (prefix) policies, exports Prometheus
 metrics, and adds or removes a worker synchronously (`POST /add_worker?url=`), so the watchdog
 knows a replica is in or out when the call returns. sglang-router 0.3 queues those changes as
 background jobs and probes SGLang-only endpoints on every worker it adds.
@@ -22,9 +22,11 @@ from .plan import PortBlock, host_port
 PACKAGE = "vllm_router"
 MARK_VAR = "SLURMSERVE_ROUTER"  # the router process's mark: the job ID (not the engines' mark)
 INSTALL = "pip install 'slurmserve[router]' (the vllm-router wheel)"
-# --route: our names, then the router's own.
-ROUTES = {"round-robin": "round_robin", "least-load": "power_of_two", "prefix": "cache_aware",
-          "random": "random", "consistent-hash": "consistent_hash"}
+# --route: our names, then the router's own. Least load is sticky_least_loaded (the fewest
+# requests in flight through the router; sticky only for requests that name a session):
+# power_of_two refuses to start with fewer than 2 workers, and replicas join one by one.
+ROUTES = {"round-robin": "round_robin", "least-load": "sticky_least_loaded",
+          "prefix": "cache_aware", "random": "random", "consistent-hash": "consistent_hash"}
 ROUTE_CHOICES = tuple(dict.fromkeys((*ROUTES, *ROUTES.values())))
 DEFAULT_ROUTE = "prefix"  # the router's own default: cache-aware, balanced under skewed load
 PORT_OFFSET = 20  # in the job's port block (plan.PortBlock), on the job's first node

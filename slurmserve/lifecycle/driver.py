@@ -23,7 +23,7 @@ from typing import Any
 from .. import apikey, engines, router, runtimes, state
 from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
-from ..plan import Allocation, ClusterPlan
+from ..plan import ClusterPlan
 from ..slurm import Job
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
@@ -104,10 +104,8 @@ class Lifecycle:
         preflight.require(ctx, pre)
         teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id,
                                                                pre.runtime), pre.runtime)
-        nodes = pre.allocation(ctx.job.job_id).nodes
-        plans = [engine.plan(one, Allocation(ctx.job.job_id, nodes[k * one.nodes:
-                                                                (k + 1) * one.nodes]),
-                             resolution, pre.port) for k in range(spec.replicas)]
+        plans = [engine.plan(one, part, resolution, pre.port)
+                 for part in pre.allocation(ctx.job.job_id).split(spec.replicas)]
         self.plan = plan = plans[0]
         refused = runtimes.refusal(plan.needs, pre.runtime)
         if refused:
@@ -287,12 +285,14 @@ def doctor(spec: ServeSpec, job: Job, console: Console | None = None
     engine = engines.get(spec.engine)
     runtime = ""
     try:
-        resolution = engine.resolve(spec)
+        one = spec.replica_spec  # what each replica runs
+        resolution = engine.resolve(one)
         pre = preflight.check(ctx, resolution)
         runtime = pre.runtime or pre.verdict.closest
         verdict = pre.verdict
         if not verdict.failures:
-            plan = engine.plan(spec, pre.allocation(job.job_id), resolution, pre.port)
+            first = pre.allocation(job.job_id).split(spec.replicas)[0]
+            plan = engine.plan(one, first, resolution, pre.port)
             verdict.findings += distribute.check_tools(ctx, plan, pre)
             if pre.image_fact(0) == "present":  # checked on one node: the head
                 verdict.findings += argcheck.check_args(ctx, plan, pre.image, runtime).findings(

@@ -736,3 +736,19 @@ def test_fault_exit_after_and_slow_start() -> None:
         assert proc.wait(5) == 1
     finally:
         proc.kill()
+
+
+@pytest.mark.parametrize("api", [{"max_seqs": 2, "token_latency": 0.05}], indirect=True)
+def test_max_seqs_serves_that_many_at_once_and_the_rest_wait(api: server.ApiServer) -> None:
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda: results.append(call(
+        api, "POST", "/v1/completions", {"prompt": "p", "max_tokens": 10})[0])) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)  # two generate (0.5 s each), two wait
+    text = call(api, "GET", "/metrics")[1].decode()
+    assert 'vllm:num_requests_running{model_name="tiny"} 2.0' in text
+    assert 'vllm:num_requests_waiting{model_name="tiny"} 2.0' in text
+    for t in threads:
+        t.join(5)
+    assert results == [200] * 4

@@ -39,7 +39,8 @@ def free_port() -> int:
 
 def test_routes_map_to_the_routers_policies_and_its_own_names_pass() -> None:
     assert router.policy("round-robin") == "round_robin"
-    assert router.policy("least-load") == "power_of_two"
+    assert router.policy("least-load") == "sticky_least_loaded"
+    assert "power_of_two" not in router.ROUTE_CHOICES  # it will not start with no worker
     assert router.policy("prefix") == "cache_aware"
     assert router.policy("cache_aware") == "cache_aware"
     assert len(router.ROUTE_CHOICES) == len(set(router.ROUTE_CHOICES))
@@ -52,7 +53,7 @@ def test_router_plan_listens_in_the_jobs_block_on_the_first_node() -> None:
     assert plan.metrics == f"http://10.0.0.1:{block.at(router.METRICS_OFFSET)}/metrics"
     argv = plan.argv()
     assert argv[:3] == [sys.executable, "-m", "vllm_router.launch_router"]
-    assert argv[argv.index("--policy") + 1] == "power_of_two"
+    assert argv[argv.index("--policy") + 1] == "sticky_least_loaded"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert "--worker-urls" not in argv  # replicas join when ready, never at start
 
@@ -140,11 +141,11 @@ class Worker:
         self.httpd.server_close()
 
 
-@pytest.fixture
-def live_router(tmp_path: Path) -> Iterator[replicas.RouterAdmin]:
+def start_router(tmp_path: Path, policy: str = "round_robin"
+                 ) -> tuple[subprocess.Popen, replicas.RouterAdmin]:
+    """vllm-router as the fleet starts it: with no worker."""
     pytest.importorskip("vllm_router")
-    plan = router.RouterPlan("127.0.0.1", free_port(), free_port(), "round_robin",
-                             bind="127.0.0.1")
+    plan = router.RouterPlan("127.0.0.1", free_port(), free_port(), policy, bind="127.0.0.1")
     log = (tmp_path / "router.log").open("w")
     proc = subprocess.Popen(plan.argv(), stdout=log, stderr=subprocess.STDOUT)
     admin = replicas.RouterAdmin(plan)
@@ -153,9 +154,25 @@ def live_router(tmp_path: Path) -> Iterator[replicas.RouterAdmin]:
         assert proc.poll() is None, (tmp_path / "router.log").read_text()
         assert time.monotonic() < deadline, "vllm-router did not answer in 30 s"
         time.sleep(0.1)
+    return proc, admin
+
+
+@pytest.fixture
+def live_router(tmp_path: Path) -> Iterator[replicas.RouterAdmin]:
+    proc, admin = start_router(tmp_path)
     yield admin
     proc.terminate()
     proc.wait(10)
+
+
+@pytest.mark.parametrize("policy", sorted(set(router.ROUTES.values())))
+def test_every_route_starts_the_router_with_no_replica_yet(tmp_path, policy) -> None:
+    proc, admin = start_router(tmp_path, policy)
+    try:
+        assert admin.workers() == []
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def complete(admin: replicas.RouterAdmin, key: str | None = None) -> requests.Response:

@@ -212,6 +212,7 @@ def run(engine: str, argv: list[str], plan: Callable[[], Launch]) -> NoReturn:
             max_model_len=launch.max_model_len, default_max_tokens=launch.default_max_tokens,
             metrics_enabled=launch.metrics_enabled, faults=faults,
             token_latency=env_float("SLURMSERVE_STANDIN_TOKEN_LATENCY", 0.0),
+            max_seqs=int(env_float("SLURMSERVE_STANDIN_MAX_SEQS", 0)),
             info=info_of(launch, [sys.argv[0], *argv], members))
         server = ApiServer(config)
         host, port = server.start()

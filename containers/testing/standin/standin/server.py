@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import socketserver
@@ -47,6 +48,7 @@ class ServeConfig:
     default_max_tokens: int = 16
     metrics_enabled: bool = True
     token_latency: float = 0.0
+    max_seqs: int = 0  # requests served at once (an engine's batch slots); 0: no limit
     faults: Faults = field(default_factory=Faults)
     info: dict[str, Any] = field(default_factory=dict)
 
@@ -55,15 +57,17 @@ class ServeConfig:
 class Stats:
     lock: threading.Lock = field(default_factory=threading.Lock)
     running: int = 0
+    waiting: int = 0  # for one of max_seqs slots
     prompt_tokens: int = 0
     generation_tokens: int = 0
     kv_tokens: int = 0  # tokens of the requests in flight: what a KV cache would hold
     finished: Counter[str] = field(default_factory=Counter)
 
     def add(self, running: int = 0, prompt: int = 0, generated: int = 0,
-            finished: str | None = None, kv: int = 0) -> None:
+            finished: str | None = None, kv: int = 0, waiting: int = 0) -> None:
         with self.lock:
             self.running += running
+            self.waiting += waiting
             self.prompt_tokens += prompt
             self.generation_tokens += generated
             self.kv_tokens += kv
@@ -106,6 +110,7 @@ class ApiServer:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.stats = Stats()
+        self.slots = threading.BoundedSemaphore(config.max_seqs) if config.max_seqs else None
         self.closing = threading.Event()
         self._httpd: _Server | None = None
 
@@ -159,9 +164,9 @@ class ApiServer:
         labels = f'model_name="{c.served_names[0]}"'
         names = LOAD_GAUGES[c.engine]
         with s.lock:
-            # Every request is served at once (none waits); KV use: its tokens in flight.
+            # Waiting: for one of max_seqs slots; KV use: the tokens in flight.
             kv_use = min(1.0, s.kv_tokens / max(1, c.max_model_len * KV_SEQS))
-            gauges = (s.running, 0, kv_use)
+            gauges = (s.running, s.waiting, kv_use)
             lines = [f'standin_info{{engine="{c.engine}",version="{__version__}"}} 1']
             for name, value in zip(names, gauges, strict=True):
                 lines += [f"# TYPE {p}{name} gauge", f"{p}{name}{{{labels}}} {float(value)}"]
@@ -417,11 +422,13 @@ class _Handler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 return
             self._held = 0
-            app.stats.add(running=1)
-            try:
-                route(body)
-            finally:
-                app.stats.add(running=-1, kv=-self._held)
+            app.stats.add(waiting=1)
+            with app.slots or contextlib.nullcontext():
+                app.stats.add(waiting=-1, running=1)
+                try:
+                    route(body)
+                finally:
+                    app.stats.add(running=-1, kv=-self._held)
         except ApiError as e:
             self._error(e)
         except (BrokenPipeError, ConnectionResetError):
