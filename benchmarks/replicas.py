@@ -136,7 +136,8 @@ def throughput(engine_args: list[str], replicas: list[int], seconds: float,
     for n in replicas:
         extra = ["--replicas", str(n), "--ready-replicas", str(n), "--route",
                  "least-load"] if n > 1 else []
-        run = Run(n, *engine_args, *extra, env=env)
+        cut = engine_args.index("--") if "--" in engine_args else len(engine_args)
+        run = Run(n, *engine_args[:cut], *extra, *engine_args[cut:], env=env)
         try:
             load(run.endpoint, model, 2, concurrency)  # warm-up
             result = load(run.endpoint, model, seconds, concurrency)

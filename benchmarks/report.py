@@ -113,8 +113,41 @@ def main() -> None:
             lines += [f"| {m['mode']} | {m['nodes']} | {m['sigint_to_no_container_s']:.2f} |"
                       for m in cluster["stop_modes"]]
             lines.append("")
+    lines += _replicas(_load("replicas.json"))
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def _replicas(r: dict) -> list[str]:
+    """`--replicas N` (benchmarks/replicas.py): scaling, the router's cost, failover."""
+    if not r:
+        return []
+    s = r["standin"]
+    lines = ["## Replicas behind the router (`--replicas N`)", "",
+             f"{r['machine']}; runtime {r['runtime']}; {r['router']}. Throughput: a closed "
+             f"loop of {s['concurrency']} clients for {s['seconds']:g} s, {s['max_tokens']} "
+             "tokens per request; 1 replica is one deployment answered directly (no router), "
+             "2 and more go through the router (`--route least-load`).", "",
+             "| engine | replicas | via | req/s | tok/s | x 1 replica | failed |",
+             "|---|---|---|---|---|---|---|"]
+    stand = (f"stand-in ({s['token_latency_s'] * 1000:g} ms/token, {s['max_seqs']} slots per "
+             "replica)")
+    for name, block in ((stand, s), ("vLLM CPU (tiny Qwen2)", r.get("vllm") or {})):
+        for row in block.get("throughput", []):
+            lines.append(f"| {name} | {row['replicas']} | {row['via']} | "
+                         f"{row['requests_per_s']:.1f} | {row['tokens_per_s']:.0f} | "
+                         f"{row['scaling']:.2f} | {row['failed']} |")
+    o, f = r["router_overhead"], r["failover"]
+    lines += ["", f"Router overhead (2 stand-in replicas, {o['requests_per_arm']} 1-token "
+              "requests per arm, alternating): "
+              f"p50 {o['direct_p50_ms']:.1f} ms direct vs {o['router_p50_ms']:.1f} ms through "
+              f"the router ({o['overhead_p50_ms']:+.1f} ms); p99 {o['direct_p99_ms']:.1f} vs "
+              f"{o['router_p99_ms']:.1f} ms ({o['overhead_p99_ms']:+.1f} ms).", "",
+              "Failover (a replica's container killed; the router's /list_workers polled every "
+              f"20 ms): out of the router after {f['removed_s']:.2f} s (target 1 s), back in "
+              f"it after {f['back_s']:.1f} s (2 s backoff, then its restart and readiness).",
+              ""]
+    return lines
 
 
 if __name__ == "__main__":

@@ -214,7 +214,8 @@ class Lifecycle:
                           runtime=self.runtime,
                           replicas=tuple(r.record() for r in fleet.replicas),
                           router=dict(endpoint=fleet.plan.endpoint, metrics=fleet.plan.metrics,
-                                      policy=fleet.plan.policy, log=fleet.router_log))
+                                      policy=fleet.plan.policy, route=ctx.spec.route,
+                                      log=fleet.router_log))
         return JobRecord(
             job=ctx.job.job_id, status=self.status, engine=ctx.spec.engine, model=model,
             run_dir=ctx.run_dir, driver_pid=os.getpid(), driver_host=socket.gethostname(),

@@ -270,8 +270,8 @@ class Fleet:
                 raise LaunchError(f"the router did not answer in {ROUTER_START_S:g}s; see "
                                   f"{self.router_log}")
             ctx.stop.wait(0.1)
-        ctx.console.phase("router", f"vllm-router up at {self.plan.endpoint} (policy "
-                          f"{self.plan.policy}, metrics {self.plan.metrics})")
+        ctx.console.phase("router", f"vllm-router up at {self.plan.endpoint} (--route "
+                          f"{ctx.spec.route}: {self.plan.policy}, metrics {self.plan.metrics})")
 
     def _stop_router(self) -> None:
         proc = self.router_proc

@@ -38,11 +38,12 @@ def free_port() -> int:
 
 
 def test_routes_map_to_the_routers_policies_and_its_own_names_pass() -> None:
-    assert router.policy("round-robin") == "round_robin"
-    assert router.policy("least-load") == "sticky_least_loaded"
+    assert router.policy("round-robin") == ("round_robin", ())
+    assert router.policy("least-load") == ("cache_aware", ("--balance-abs-threshold", "0",
+                                                           "--balance-rel-threshold", "1.0"))
     assert "power_of_two" not in router.ROUTE_CHOICES  # it will not start with no worker
-    assert router.policy("prefix") == "cache_aware"
-    assert router.policy("cache_aware") == "cache_aware"
+    assert router.policy("prefix") == ("cache_aware", ())
+    assert router.policy("cache_aware") == ("cache_aware", ())
     assert len(router.ROUTE_CHOICES) == len(set(router.ROUTE_CHOICES))
 
 
@@ -53,7 +54,8 @@ def test_router_plan_listens_in_the_jobs_block_on_the_first_node() -> None:
     assert plan.metrics == f"http://10.0.0.1:{block.at(router.METRICS_OFFSET)}/metrics"
     argv = plan.argv()
     assert argv[:3] == [sys.executable, "-m", "vllm_router.launch_router"]
-    assert argv[argv.index("--policy") + 1] == "sticky_least_loaded"
+    assert argv[argv.index("--policy") + 1] == "cache_aware"
+    assert argv[argv.index("--balance-abs-threshold") + 1] == "0"
     assert argv[argv.index("--host") + 1] == "0.0.0.0"
     assert "--worker-urls" not in argv  # replicas join when ready, never at start
 
@@ -94,7 +96,7 @@ def test_ready_lines_name_the_router_then_every_replica() -> None:
 class Worker:
     """An OpenAI-ish server that says who answered; requires `key` on /v1/* when given."""
 
-    def __init__(self, name: str, key: str | None = None) -> None:
+    def __init__(self, name: str, key: str | None = None, delay: float = 0.0) -> None:
         self.name = name
         self.served = 0
         worker = self
@@ -125,6 +127,7 @@ class Worker:
                     self._send(401, {"error": "no key"})
                     return
                 worker.served += 1
+                time.sleep(delay)
                 self._send(200, {"object": "text_completion", "model": "m",
                                  "choices": [{"index": 0, "text": worker.name,
                                               "finish_reason": "length"}]})
@@ -141,11 +144,12 @@ class Worker:
         self.httpd.server_close()
 
 
-def start_router(tmp_path: Path, policy: str = "round_robin"
+def start_router(tmp_path: Path, route: str = "round-robin"
                  ) -> tuple[subprocess.Popen, replicas.RouterAdmin]:
     """vllm-router as the fleet starts it: with no worker."""
     pytest.importorskip("vllm_router")
-    plan = router.RouterPlan("127.0.0.1", free_port(), free_port(), policy, bind="127.0.0.1")
+    plan = router.RouterPlan("127.0.0.1", free_port(), free_port(), *router.policy(route),
+                             bind="127.0.0.1")
     log = (tmp_path / "router.log").open("w")
     proc = subprocess.Popen(plan.argv(), stdout=log, stderr=subprocess.STDOUT)
     admin = replicas.RouterAdmin(plan)
@@ -165,9 +169,9 @@ def live_router(tmp_path: Path) -> Iterator[replicas.RouterAdmin]:
     proc.wait(10)
 
 
-@pytest.mark.parametrize("policy", sorted(set(router.ROUTES.values())))
-def test_every_route_starts_the_router_with_no_replica_yet(tmp_path, policy) -> None:
-    proc, admin = start_router(tmp_path, policy)
+@pytest.mark.parametrize("route", router.ROUTE_CHOICES)
+def test_every_route_starts_the_router_with_no_replica_yet(tmp_path, route) -> None:
+    proc, admin = start_router(tmp_path, route)
     try:
         assert admin.workers() == []
     finally:
@@ -195,6 +199,27 @@ def test_membership_is_ours_and_requests_spread_over_members(live_router) -> Non
     finally:
         a.close()
         b.close()
+
+
+def test_least_load_spreads_identical_concurrent_requests(tmp_path) -> None:
+    """The same prompt from many clients at once: each goes where fewest are in flight (a
+    cache-aware or sticky policy would send them all to one replica)."""
+    proc, admin = start_router(tmp_path, "least-load")
+    a, b = Worker("a", delay=0.3), Worker("b", delay=0.3)
+    try:
+        admin.add(a.url)
+        admin.add(b.url)
+        threads = [threading.Thread(target=complete, args=(admin,)) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(20)
+        assert a.served >= 3 and b.served >= 3, (a.served, b.served)
+    finally:
+        a.close()
+        b.close()
+        proc.terminate()
+        proc.wait(10)
 
 
 def test_the_clients_key_reaches_the_replicas_and_they_enforce_it(live_router) -> None:
