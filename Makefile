@@ -2,7 +2,7 @@
 PYTHON ?= python3
 PIP ?= $(PYTHON) -m pip
 SANDBOX := tests/cluster/sandbox
-NODES ?= 4
+NODES ?= 6
 
 .PHONY: install demo test unit lint sandbox-up sandbox-down images parsers bench clean
 

@@ -132,12 +132,19 @@ def _replicas(r: dict) -> list[str]:
              "|---|---|---|---|---|---|---|"]
     stand = (f"stand-in ({s['token_latency_s'] * 1000:g} ms/token, {s['max_seqs']} slots per "
              "replica)")
-    for name, block in ((stand, s), ("vLLM CPU (tiny Qwen2)", r.get("vllm") or {})):
+    real = r.get("vllm") or {}
+    for name, block in ((stand, s), (f"vLLM CPU (tiny Qwen2; {real.get('concurrency')} "
+                                     "clients)", real)):
         for row in block.get("throughput", []):
             lines.append(f"| {name} | {row['replicas']} | {row['via']} | "
                          f"{row['requests_per_s']:.1f} | {row['tokens_per_s']:.0f} | "
                          f"{row['scaling']:.2f} | {row['failed']} |")
     o, f = r["router_overhead"], r["failover"]
+    if real:
+        lines += ["", "The real vLLM is CPU-bound, and every sandbox node shares the same 2 "
+                  "cores: its replicas compete for them, so its row measures that contention, "
+                  "not the router; the stand-in's slots are time, not CPU, so its rows measure "
+                  "what the router and the replicas add."]
     lines += ["", f"Router overhead (2 stand-in replicas, {o['requests_per_arm']} 1-token "
               "requests per arm, alternating): "
               f"p50 {o['direct_p50_ms']:.1f} ms direct vs {o['router_p50_ms']:.1f} ms through "

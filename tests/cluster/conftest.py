@@ -72,7 +72,7 @@ def sandbox() -> Sandbox:
     if os.geteuid() != 0:
         pytest.skip("the sandbox cluster needs root (namespaces, dockerd, slurmd)")
     hold_sandbox()
-    want = int(os.environ.get("SLURMSERVE_SANDBOX_NODES", "4"))
+    want = int(os.environ.get("SLURMSERVE_SANDBOX_NODES", "6"))
     status = sandbox_status()
     if not (status["up"] and status["node_count"] >= want):
         run([str(SANDBOX), "up", "--nodes", str(want)], timeout=900)

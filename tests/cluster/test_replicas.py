@@ -192,7 +192,7 @@ def test_restart_never_and_last_replica_failing_ends_the_run(deploy, sandbox):
 def test_scancel_with_replicas_leaves_nothing_of_the_job(deploy, sandbox, containers,
                                                          standin_tarball):
     d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--replicas", "2",
-               nodelist="n1,n2")
+               "--ready-replicas", "2", nodelist="n1,n2")  # both serving: both have logged
     d.wait_ready()
     foreign = None
     if RUNTIME == "docker":

@@ -126,6 +126,15 @@ def test_submit_two_real_vllm_replicas_behind_the_router(sandbox, vllm_tarball, 
             capture_output=True, text=True, timeout=900)
         assert bench.returncode == 0, bench.stderr[-3000:]
         assert all(r["failed"] == 0 for r in json.loads(bench.stdout)["results"])
+        one = subprocess.run(
+            ["slurmserve", "bench", "--job", job, "--replica", "1", "--type", "latency",
+             "--tiny", "--tokenizer", "/models/tiny", "--out", str(tmp_path / "bench-1"),
+             "--json"], capture_output=True, text=True, timeout=900)
+        assert one.returncode == 0, one.stderr[-3000:]
+        assert replicas[1]["endpoint"] in one.stdout  # it measured replica 1 itself
+        live = json.loads(subprocess.run(["slurmserve", "status", job, "--json"],
+                                         capture_output=True, text=True, check=True).stdout)[0]
+        assert all(r["healthy"] and r["running"] is not None for r in live["replicas"])
         stop = subprocess.run(["slurmserve", "stop", job, "--json"], capture_output=True,
                               text=True, timeout=180)
         assert stop.returncode == 0, stop.stderr
