@@ -15,6 +15,7 @@ from .api import (
     check_endpoint,
     client_key,
     compare_bench,
+    current_job,
     describe,
     doctor,
     engine_facts,
@@ -33,6 +34,7 @@ from .api import (
     status,
     stop,
     submit,
+    url,
     wait_ready,
 )
 from .errors import LaunchError, SlurmserveError, SpecError
@@ -66,6 +68,7 @@ __all__ = [
     "check_endpoint",
     "client_key",
     "compare_bench",
+    "current_job",
     "describe",
     "doctor",
     "engine_facts",
@@ -84,6 +87,7 @@ __all__ = [
     "status",
     "stop",
     "submit",
+    "url",
     "wait_ready",
 ]
 

@@ -48,6 +48,7 @@ __all__ = [
     "check_endpoint",
     "client_key",
     "compare_bench",
+    "current_job",
     "describe",
     "doctor",
     "engine_facts",
@@ -66,6 +67,7 @@ __all__ = [
     "status",
     "stop",
     "submit",
+    "url",
     "wait_ready",
 ]
 
@@ -307,23 +309,66 @@ def submit(spec: ServeSpec, python: str | None = None) -> JobRecord:
     job_id = result.out.strip().split(";")[0]
     run_dir = os.path.join(log_dir, job_id)
     os.makedirs(run_dir, exist_ok=True)
-    record = JobRecord(job=job_id, status=Status.PENDING, engine=spec.engine,
+    record = JobRecord(job=job_id, status=Status.PENDING, name=spec.name, engine=spec.engine,
                        model=spec.model_name, run_dir=run_dir, script=script_path)
     state.write(run_dir, record)
     return state.read(job_id) or record
 
 
 def job_record(job_id: str, field: str = "JOB") -> JobRecord:
-    """The job's state record; a SpecError naming `field` when this machine does not know it."""
-    record = state.read(job_id)
+    """The record of a job, or of the job serving a deployment (its name); a SpecError naming
+    `field` when this machine knows neither."""
+    record = state.read(job_id) or (state.read(current_job(job_id, field))
+                                    if state.deployment_jobs(job_id) else None)
     if record is None:
         raise SpecError(field, f"no slurmserve job {job_id} is known here",
                         "run `slurmserve status` to list known jobs")
     return record
 
 
+def jobs_of(target: str, field: str = "JOB") -> list[str]:
+    """A job ID known here as itself, or a deployment's jobs (--name), oldest first."""
+    if state.find(target):
+        return [target]
+    jobs = state.deployment_jobs(target)
+    if not jobs:
+        what = f"job {target}" if target.isdigit() else f"deployment or job '{target}'"
+        raise SpecError(field, f"no slurmserve {what} is known here",
+                        "run `slurmserve status` to list them")
+    return jobs
+
+
+def current_job(target: str, field: str = "JOB") -> str:
+    """The job that answers for `target` now: a job ID is itself; a deployment's is its newest
+    job that serves (ready and running), else its newest one still active, else its newest."""
+    jobs = jobs_of(target, field)
+    if jobs == [target]:
+        return target
+    states = slurm.job_states(jobs)
+    active = [j for j in jobs if states[j] in slurm.ACTIVE_STATES]
+    serving = [j for j in active if (record := state.read(j)) and record.status is Status.READY]
+    return (serving or active or jobs)[-1]
+
+
+def url(target: str) -> str:
+    """The endpoint that serves a job or deployment right now; a LaunchError when none does."""
+    return serving_endpoint(target, status([target], check_health=False))
+
+
+def serving_endpoint(target: str, rows: Sequence[JobStatus]) -> str:
+    """Of a job's or deployment's `status` rows (oldest first): the newest one serving."""
+    for row in reversed(rows):
+        if row.status is Status.READY and row.slurm_state == "RUNNING" and row.endpoint:
+            return row.endpoint
+    last = rows[-1] if rows else None
+    raise LaunchError(f"{target} is not serving now" + (
+        f" (job {last.job}: SLURM {last.slurm_state}, {last.status})" if last else "")
+        + f"; `slurmserve status {target}` shows its jobs")
+
+
 def wait_ready(job_id: str, timeout: float, on_progress: Progress | None = None) -> JobRecord:
     """Wait until the job's driver reports ready; a LaunchError when it fails or ends first."""
+    job_id = current_job(job_id)
     deadline = time.monotonic() + timeout
     last = ""
     while True:
@@ -359,7 +404,8 @@ def status(job_ids: Sequence[str] | None = None, check_health: bool = True) -> l
     apart, for tokens/s) and the router's requests per replica. Keys are read from the job's
     recorded source.
     """
-    ids = list(job_ids or [j for j in state.known_jobs() if state.find(j)])
+    ids = list(dict.fromkeys(j for target in job_ids for j in jobs_of(target))) if job_ids \
+        else [j for j in state.known_jobs() if state.find(j)]
     states = slurm.job_states(ids) if ids else {}
     rows, live = [], []
     for job_id in ids:
@@ -444,6 +490,7 @@ def replica_record(record: JobRecord, index: int) -> ReplicaRecord:
 
 def log_paths(job_id: str, node: str | None = None) -> list[tuple[str, str]]:
     """(host, path) of the job's per-node logs; `node` is a rank or a host name."""
+    job_id = current_job(job_id)
     nodes = job_record(job_id).nodes
     if not nodes:
         raise LaunchError(f"job {job_id} has not launched containers yet; no logs")
@@ -458,6 +505,7 @@ def log_paths(job_id: str, node: str | None = None) -> list[tuple[str, str]]:
 def logs(job_id: str, node: str | None = None, follow: bool = False) -> Iterator[str]:
     """The job's container log lines, prefixed by host when several; with `follow`, until the
     job ends. Bad input (an unknown job or node) is raised here, before the first line."""
+    job_id = current_job(job_id)
     return _tail(log_paths(job_id, node), job_id, follow)
 
 
@@ -481,9 +529,21 @@ def _tail(paths: list[tuple[str, str]], job_id: str, follow: bool) -> Iterator[s
 
 def stop(job_id: str, timeout: float = 90.0) -> JobRecord:
     """Graceful stop, verified: ask the driver (a marker file it polls), else signal the job.
+    A deployment's name stops every job of it; the record is then its serving job's.
 
     The driver then stops every container, runs its cleanup step and records how it ended.
     """
+    jobs = jobs_of(job_id)
+    if jobs != [job_id]:
+        current = current_job(job_id)
+        for other in jobs:
+            if other != current:
+                _stop_job(other, timeout)
+        return _stop_job(current, timeout)
+    return _stop_job(job_id, timeout)
+
+
+def _stop_job(job_id: str, timeout: float) -> JobRecord:
     record = job_record(job_id)
     if slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
         return record

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from . import api, state
+from . import api
 from .errors import LaunchError, SpecError
 from .slurm import ACTIVE_STATES
 from .spec import ServeSpec
@@ -91,11 +91,7 @@ class LocalBackend:
         return api.status(jobs, check_health=health)
 
     def info(self, job: str) -> JobRecord:
-        record = state.read(job)
-        if record is None:
-            raise SpecError("--job", f"no slurmserve job {job} is known here",
-                            "see `slurmserve status`")
-        return record
+        return api.job_record(job, "--job")
 
     def logs(self, job: str, node: str | None, follow: bool) -> Iterator[str]:
         return api.logs(job, node, follow)
@@ -208,7 +204,12 @@ class Cluster:
         return job
 
     def job(self, job_id: str) -> Job:
+        """A job by its ID, or the job that serves a deployment now (by its --name)."""
         return Job(self, str(job_id))
+
+    def url(self, target: str) -> str:
+        """The endpoint that serves a deployment (or job) right now, wherever it runs."""
+        return api.serving_endpoint(target, self.status([target], health=False))
 
     def status(self, job_ids: Sequence[str] | None = None, health: bool = True
                ) -> list[api.JobStatus]:

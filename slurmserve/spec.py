@@ -109,6 +109,8 @@ class ServeSpec:
     route: str = "prefix"  # the router's policy (router.ROUTES)
     restart: str = "on-failure"  # the watchdog's answer to a failed replica: on-failure|never
     max_restarts: int = 3  # per replica, with a doubling backoff
+    name: str | None = None  # the deployment's name: `url NAME`, `status/logs/stop NAME`
+    idle_timeout: float | None = None  # seconds without a request served: the run ends itself
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -275,6 +277,8 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         route=_choice("route", d.get("route", DEFAULT_ROUTE), ROUTE_CHOICES),
         restart=_choice("restart", d.get("restart", "on-failure"), RESTARTS),
         max_restarts=_count("max_restarts", d.get("max_restarts", 3), "--max-restarts"),
+        name=_opt(_deployment_name, "name", d.get("name")),
+        idle_timeout=_opt(_duration, "idle_timeout", d.get("idle_timeout")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
@@ -398,6 +402,27 @@ def _count(name: str, value: Any, flag: str) -> int:
         raise SpecError(flag, f"'{value}' is not a whole number >= 0", "e.g. 3, or 0 for none") \
             from None
     return int(value)
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration(name: str, value: Any) -> float:
+    """Seconds from 90, 90s, 30m, 2h or 1d."""
+    flag = f"--{name.replace('_', '-')}"
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", str(value))
+    if isinstance(value, bool) or not match or float(match[1]) <= 0:
+        raise SpecError(flag, f"'{value}' is not a duration", "e.g. 90s, 30m, 2h or 1d")
+    return float(match[1]) * _UNITS[match[2]]
+
+
+def _deployment_name(name: str, value: Any) -> str:
+    """A deployment name: never mistaken for a job ID, safe as a file name."""
+    text = _text("--name", value)
+    if not re.fullmatch(r"[A-Za-z][A-Za-z0-9._-]{0,62}", text):
+        raise SpecError("--name", f"'{text}' is not a deployment name",
+                        "start with a letter; then letters, digits, . _ - (at most 63)")
+    return text
 
 
 def _abs_path(name: str, value: Any) -> str:

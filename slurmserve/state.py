@@ -135,6 +135,7 @@ class JobRecord:
     job: str
     status: Status
     schema: int = SCHEMA
+    name: str | None = None  # the deployment it serves (--name), when named
     engine: str | None = None
     model: str | None = None
     run_dir: str | None = None
@@ -226,7 +227,29 @@ def write(run_dir: str, record: JobRecord) -> str:
     index = index_dir()
     index.mkdir(parents=True, exist_ok=True)
     (index / f"{record.job}.path").write_text(os.path.abspath(path) + "\n")
+    if record.name:
+        _join_deployment(record.name, record.job)
     return path
+
+
+def deployments_dir() -> Path:
+    return index_dir().parent / "deployments"
+
+
+def deployment_jobs(name: str) -> list[str]:
+    """The jobs of deployment `name`, in the order they joined it ([] when unknown here)."""
+    path = deployments_dir() / name
+    if not path.exists():
+        return []
+    return list(dict.fromkeys(path.read_text().split()))
+
+
+def _join_deployment(name: str, job_id: str) -> None:
+    if job_id not in deployment_jobs(name):
+        directory = deployments_dir()
+        directory.mkdir(parents=True, exist_ok=True)
+        with open(directory / name, "a", encoding="utf-8") as fh:
+            fh.write(f"{job_id}\n")
 
 
 def find(job_id: str) -> str | None:

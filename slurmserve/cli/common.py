@@ -78,6 +78,10 @@ def serve_options(func: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--image-cache", help="Shared directory for images converted for pyxis "
                      "or apptainer, by image ID (default ~/.cache/slurmserve/images)."),
         click.option("--served-model-name", help="Name clients use (default: MODEL)."),
+        click.option("--name", help="Name the deployment: `slurmserve url|status|logs|stop "
+                     "NAME` find its jobs."),
+        click.option("--idle-timeout", help="End the run after this long without a request "
+                     "served (90s, 30m, 2h, 1d)."),
         click.option("--replicas", type=int, help="Copies of the layout, each on NODES/REPLICAS "
                      "nodes, behind one router endpoint (default 1: no router)."),
         click.option("--ready-replicas", type=int,

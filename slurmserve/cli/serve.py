@@ -165,6 +165,16 @@ def status(job_ids: tuple[str, ...], as_json: bool, no_health: bool, watch: bool
         output.replica_tables(rows)
 
 
+@click.command("url")
+@click.argument("target", metavar="NAME")
+@remote_options
+@errors
+def url_command(target: str, remote: Remote) -> None:
+    """Print the endpoint that serves deployment NAME (or a job) right now."""
+    with remote.cluster() as cluster:
+        click.echo(cluster.url(target))
+
+
 @click.command()
 @click.argument("job_id")
 @click.option("--node", help="Only this node (rank or host name).")
@@ -246,4 +256,5 @@ def tunnel_command(job_id: str, local_port: int | None, remote: Remote) -> None:
         raise LaunchError(reason or f"job {job_id} ended")
 
 
-COMMANDS = (render, run, doctor, submit, wait_command, status, logs, stop, tunnel_command)
+COMMANDS = (render, run, doctor, submit, wait_command, status, url_command, logs, stop,
+            tunnel_command)

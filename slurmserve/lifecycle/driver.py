@@ -27,7 +27,7 @@ from ..plan import ClusterPlan
 from ..slurm import Job
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
-from . import argcheck, distribute, launch, preflight, replicas, teardown, watch
+from . import argcheck, distribute, idle, launch, preflight, replicas, teardown, watch
 from .context import RunContext
 from .distribute import Distribution
 from .teardown import Cleanup
@@ -129,6 +129,7 @@ class Lifecycle:
         self.ready = watch.wait_ready(ctx, self.serving)
         self.plan = self.ready.plan
         self._announce_ready()
+        self._watch_idle(lambda: [plan.endpoint], bundle.api_key)
         watch.serve(ctx, self.serving)
 
     def _start_fleet(self, pre: preflight.Preflight, plans: list[ClusterPlan]) -> None:
@@ -155,7 +156,14 @@ class Lifecycle:
         fleet.start()
         fleet.wait_ready()
         self._announce_ready()
+        self._watch_idle(lambda: [r.endpoint for r in members if r.status == "ready"],
+                         bundles[0].api_key)
         fleet.serve()
+
+    def _watch_idle(self, endpoints: Callable[[], list[str]], api_key: str | None) -> None:
+        spec = self.ctx.spec
+        if spec.idle_timeout:
+            idle.IdleWatch(spec.idle_timeout, endpoints, spec.engine, api_key).start(self.ctx)
 
     def _prefetch(self, bundle: launch.Launch) -> None:
         spec = self.ctx.spec
@@ -217,7 +225,8 @@ class Lifecycle:
                                       policy=fleet.plan.policy, route=ctx.spec.route,
                                       log=fleet.router_log))
         return JobRecord(
-            job=ctx.job.job_id, status=self.status, engine=ctx.spec.engine, model=model,
+            job=ctx.job.job_id, status=self.status, name=ctx.spec.name, engine=ctx.spec.engine,
+            model=model,
             run_dir=ctx.run_dir, driver_pid=os.getpid(), driver_host=socket.gethostname(),
             api_key=ctx.spec.api_key,  # where the key comes from (env:VAR, file:PATH), never it
             engine_version=self.args.summary or None, nodes=nodes, **placed,

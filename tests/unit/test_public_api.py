@@ -12,10 +12,11 @@ PUBLIC = [
     "Allocation", "BenchOptions", "Cluster", "ClusterPlan", "EngineFacts", "Job", "JobRecord",
     "JobStatus", "LaunchError", "LiveLoad", "NodeInfo", "NodePlan", "NodeRecord", "Phase",
     "RecordError", "ReplicaStatus", "ServeSpec", "SlurmserveError", "SpecError", "Status",
-    "allocation_defaults", "bench", "check_endpoint", "client_key", "compare_bench", "describe",
+    "allocation_defaults", "bench", "check_endpoint", "client_key", "compare_bench", "current_job",
+    "describe",
     "doctor", "engine_facts", "ensure_allocation", "job_record", "load_spec", "log_paths", "logs",
     "plan_cluster", "preview_allocation", "render_sbatch", "run", "size", "sizing_catalogue",
-    "spec_data", "status", "stop", "submit", "wait_ready",
+    "spec_data", "status", "stop", "submit", "url", "wait_ready",
 ]
 
 
