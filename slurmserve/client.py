@@ -211,6 +211,17 @@ class Cluster:
         """The endpoint that serves a deployment (or job) right now, wherever it runs."""
         return api.serving_endpoint(target, self.status([target], health=False))
 
+    def deployment(self, name: str) -> Deployment:
+        """A named deployment (`--name`): whichever of its jobs serves it."""
+        return Deployment(self, name)
+
+    def endpoint(self, name: str) -> str:
+        """A URL for deployment `name` from here: on the cluster its serving endpoint now;
+        remotely a local one that follows it from job to job (closed with the cluster)."""
+        if not self.remote:
+            return self.url(name)
+        return self.deployment(name).tunnel().url
+
     def status(self, job_ids: Sequence[str] | None = None, health: bool = True
                ) -> list[api.JobStatus]:
         return self.backend.status(job_ids, health)
@@ -250,6 +261,90 @@ class Cluster:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def is_deployment_name(target: str) -> bool:
+    """Deployment names start with a letter (spec); job IDs are numbers."""
+    return target[:1].isalpha()
+
+
+@dataclass
+class Deployment:
+    """A named deployment: the jobs started with `--name`, one of which serves it at a time.
+    Its tunnel keeps one local URL and moves to whichever job serves the name now."""
+
+    cluster: Cluster
+    name: str
+    _tunnel: Tunnel | None = field(default=None, repr=False)
+    _watch: threading.Event | None = field(default=None, repr=False)
+
+    def serving(self) -> str | None:
+        """The endpoint serving it now; None while none does (e.g. between two jobs)."""
+        try:
+            return self.cluster.url(self.name)
+        except LaunchError:
+            return None
+
+    def end_reason(self) -> str | None:
+        """Why it is over (every job of it ended), None while any job of it is active."""
+        rows = self.cluster.backend.status([self.name], False, timeout=20.0)
+        if any(end_reason(row) is None for row in rows):
+            return None
+        return f"deployment {self.name} ended: " + ", ".join(
+            f"job {r.job} {r.slurm_state} {r.status}" for r in rows)
+
+    def tunnel(self, local_port: int | None = None, on_event: Callable[[str], None] | None = None,
+               watch: bool = True) -> Tunnel:
+        """A local port forwarded to the serving job's endpoint, moved to the next job when
+        another one serves the name; kept up in the background unless `watch=False`."""
+        from .remote.tunnel import Tunnel, free_port
+
+        if self._tunnel is not None:
+            return self._tunnel
+        session = self.cluster.session
+        if session is None:
+            raise SpecError("--remote", "a tunnel is only needed from outside the cluster",
+                            f"here `slurmserve url {self.name}` is reachable directly")
+        endpoint = self.serving()
+        if endpoint is None:
+            raise LaunchError(f"deployment {self.name} has no serving job to tunnel to; "
+                              f"`slurmserve status {self.name}` shows its jobs")
+        parts = urlsplit(endpoint)
+        assert parts.hostname and parts.port
+        port = free_port(parts.port) if local_port is None else local_port
+        self._tunnel = tun = Tunnel(session, parts.hostname, parts.port, port, on_event).start()
+        self._watch = threading.Event()
+        self.cluster._forwards.append(tun)
+        if watch:
+            threading.Thread(target=self.follow, args=(on_event,), daemon=True).start()
+        return tun
+
+    def follow(self, on_event: Callable[[str], None] | None = None) -> str | None:
+        """Keep the tunnel on the serving job until the deployment ends; returns why."""
+        from .remote.tunnel import supervise
+
+        session = self.cluster.session
+        assert session is not None and self._tunnel is not None
+        return supervise(session, lambda: self._retarget(on_event), on_event=on_event,
+                         stop=self._watch)
+
+    def _retarget(self, on_event: Callable[[str], None] | None) -> str | None:
+        reason = self.end_reason()
+        endpoint = self.serving()
+        tun = self._tunnel
+        parts = urlsplit(endpoint or "")
+        if tun is not None and parts.hostname and parts.port and \
+                (parts.hostname, parts.port) != (tun.host, tun.port):
+            tun.retarget(parts.hostname, parts.port)
+            if on_event:
+                on_event(f"{self.name} is served by {endpoint} now; new connections go there")
+        return reason
+
+    def close(self) -> None:
+        if self._watch is not None:
+            self._watch.set()
+        if self._tunnel is not None:
+            self._tunnel.close()
 
 
 @dataclass

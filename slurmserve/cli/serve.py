@@ -1,11 +1,11 @@
-"""Commands that serve and manage jobs: render, run, doctor, submit, wait, status, logs, stop,
-tunnel."""
+"""Commands that serve and manage jobs: render, run, doctor, submit, wait, status, url, logs,
+stop, tunnel."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -13,6 +13,9 @@ from .. import api
 from ..errors import LaunchError, SpecError
 from . import output
 from .common import Remote, errors, invocation, remote_options, serve_options, spec, spec_data
+
+if TYPE_CHECKING:
+    from ..client import Cluster
 
 
 @click.command()
@@ -225,13 +228,16 @@ def tunnel_command(job_id: str, local_port: int | None, remote: Remote) -> None:
     Prints OPENAI_BASE_URL=http://127.0.0.1:PORT/v1 and stays up until Ctrl+C (exit 0);
     reconnects after a dropped connection; exits 1 with the reason when the job ends.
     """
-    from ..client import end_reason
+    from ..client import end_reason, is_deployment_name
 
     with remote.cluster(prefix="tunnel") as cluster:
         if not cluster.remote:
             raise SpecError("--remote", "tunnel forwards from a workstation through a login host",
                             f"give --remote HOST; on the cluster `slurmserve status {job_id}` "
                             "shows the endpoint to use directly")
+        if is_deployment_name(job_id):
+            _follow_deployment(cluster, job_id, local_port)
+            return
         job = cluster.job(job_id)
         st = job.status(health=False)
         reason = end_reason(st)
@@ -254,6 +260,25 @@ def tunnel_command(job_id: str, local_port: int | None, remote: Remote) -> None:
             event("closed")
             return
         raise LaunchError(reason or f"job {job_id} ended")
+
+
+def _follow_deployment(cluster: Cluster, name: str, local_port: int | None) -> None:
+    """`tunnel NAME`: one local URL, moved to whichever job serves NAME, until all of it ends."""
+
+    def event(text: str) -> None:
+        click.echo(f"tunnel: {text}", err=True)
+
+    deployment = cluster.deployment(name)
+    tun = deployment.tunnel(local_port, on_event=event, watch=False)
+    event(f"127.0.0.1:{tun.local_port} -> {cluster.label} -> {deployment.serving()} "
+          f"(deployment {name}, following its serving job); Ctrl+C closes it")
+    click.echo(f"OPENAI_BASE_URL={tun.url}/v1")
+    try:
+        reason = deployment.follow(on_event=event)
+    except KeyboardInterrupt:
+        return
+    if reason:
+        raise LaunchError(reason)
 
 
 COMMANDS = (render, run, doctor, submit, wait_command, status, url_command, logs, stop,

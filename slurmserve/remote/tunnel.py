@@ -65,6 +65,10 @@ class Tunnel:
         self._thread.start()
         return self
 
+    def retarget(self, host: str, port: int) -> None:
+        """New connections go to host:port (a deployment's next job); open ones finish."""
+        self.host, self.port = host, port
+
     def close(self) -> None:
         self._closed.set()
         with contextlib.suppress(OSError):

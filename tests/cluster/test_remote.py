@@ -196,6 +196,44 @@ def test_submit_tunnel_chat_status_stop(sandbox, standin_tarball, station, tmp_p
         assert key_body[20:60] not in text
 
 
+def test_tunnel_follows_a_named_deployment_to_its_next_job(sandbox, standin_tarball, station,
+                                                           tmp_path):
+    """`tunnel NAME` keeps one local URL while the job serving NAME changes underneath."""
+    name = f"follow-{int(time.time())}"
+    submit = ("submit", "sglang", "org/tiny", "--image", str(standin_tarball), "--runtime",
+              RUNTIME, "--gpus", "none", "--gpus-per-node", "1", "--health-timeout", "120",
+              "--log-dir", str(tmp_path / "cluster-logs"), "--name", name, "--api-key",
+              "env:SERVE_KEY", "--remote", "sandbox", "--json")
+    jobs: list[str] = []
+    tunnel = None
+    try:
+        first = station.cli(*submit, timeout=300)
+        assert first.returncode == 0, first.stderr
+        jobs.append(json.loads(first.stdout.strip().splitlines()[-1])["job"])
+        tun_out, tun_err = tmp_path / "tunnel.out", tmp_path / "tunnel.err"
+        tunnel = station.popen("tunnel", name, "--remote", "sandbox", out=tun_out, err=tun_err)
+        base_url = _wait_for(tun_out, r"^OPENAI_BASE_URL=(http://127\.0\.0\.1:\d+/v1)$", 30)[1]
+        assert _chat(base_url)
+        second = station.cli(*submit, timeout=300)
+        assert second.returncode == 0, second.stderr
+        info = json.loads(second.stdout.strip().splitlines()[-1])
+        jobs.append(info["job"])
+        _wait_for(tun_err, rf"{name} is served by {re.escape(info['endpoint'])} now", 30)
+        stop = station.cli("stop", jobs[0], "--remote", "sandbox", timeout=200)
+        assert stop.returncode == 0, stop.stderr
+        assert _chat(base_url)  # the same local URL, answered by the second job
+        assert tunnel.poll() is None  # one job of it still serves: the tunnel stays
+        assert station.cli("stop", name, "--remote", "sandbox", timeout=200).returncode == 0
+        assert tunnel.wait(30) == 1
+        assert f"deployment {name} ended" in tun_err.read_text()
+    finally:
+        if tunnel and tunnel.poll() is None:
+            tunnel.kill()
+        subprocess.run(["scancel", *jobs], check=False)
+    for job in jobs:
+        assert not our_containers(sandbox, job)
+
+
 def test_unknown_job_is_the_login_hosts_error(station, tmp_path):
     out = tmp_path / "bench"
     proc = station.cli("bench", "--job", "999999", "--remote", "sandbox", "--out", str(out))

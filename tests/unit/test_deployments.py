@@ -90,3 +90,50 @@ def test_url_command_prints_the_endpoint_and_an_unknown_name_exits_2(batch, tmp_
 def test_a_name_is_never_a_job_id_nor_a_path(bad):
     with pytest.raises(SpecError, match="--name"):
         api.load_spec(engine="vllm", model="m", image=IMG, name=bad)
+
+
+class RowsBackend:
+    """A backend whose `status` answers from a script of rows."""
+
+    label = "fake"
+
+    def __init__(self) -> None:
+        self.rows: list = []
+
+    def status(self, jobs, health, timeout=0.0):
+        return list(self.rows)
+
+
+def _row(job: str, endpoint: str, slurm_state: str = "RUNNING", status: Status = Status.READY):
+    return api.JobStatus(job=job, slurm_state=slurm_state, status=status, endpoint=endpoint,
+                         model="m", nodes=("n1",), healthy=None, run_dir=None)
+
+
+class StubTunnel:
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+    def retarget(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+
+
+def test_a_deployments_tunnel_moves_to_the_job_serving_it_and_ends_with_it() -> None:
+    from slurmserve.client import Cluster, Deployment, is_deployment_name
+
+    backend = RowsBackend()
+    deployment = Deployment(Cluster(backend), "chat")  # type: ignore[arg-type]
+    deployment._tunnel = StubTunnel("10.77.0.1", 30000)  # type: ignore[assignment]
+    events: list[str] = []
+    backend.rows = [_row("7", "http://10.77.0.1:30000")]
+    assert deployment._retarget(events.append) is None and not events
+    backend.rows.append(_row("8", "http://10.77.0.2:30000", status=Status.STARTING))
+    deployment._retarget(events.append)
+    assert (deployment._tunnel.host, deployment._tunnel.port) == ("10.77.0.1", 30000)
+    backend.rows[1] = _row("8", "http://10.77.0.2:30000")  # the successor serves
+    assert deployment._retarget(events.append) is None
+    assert (deployment._tunnel.host, deployment._tunnel.port) == ("10.77.0.2", 30000)
+    assert events == ["chat is served by http://10.77.0.2:30000 now; new connections go there"]
+    backend.rows = [_row("7", "http://10.77.0.1:30000", "COMPLETED", Status.STOPPED),
+                    _row("8", "http://10.77.0.2:30000", "COMPLETED", Status.STOPPED)]
+    assert "deployment chat ended: job 7 COMPLETED stopped" in deployment._retarget(None)
+    assert is_deployment_name("chat") and not is_deployment_name("4242")
