@@ -355,11 +355,18 @@ def url(target: str) -> str:
     return serving_endpoint(target, status([target], check_health=False))
 
 
-def serving_endpoint(target: str, rows: Sequence[JobStatus]) -> str:
+def serving_row(rows: Sequence[JobStatus]) -> JobStatus | None:
     """Of a job's or deployment's `status` rows (oldest first): the newest one serving."""
-    for row in reversed(rows):
-        if row.status is Status.READY and row.slurm_state == "RUNNING" and row.endpoint:
-            return row.endpoint
+    serving = [r for r in rows if r.status is Status.READY and r.slurm_state == "RUNNING"
+               and r.endpoint]
+    return serving[-1] if serving else None
+
+
+def serving_endpoint(target: str, rows: Sequence[JobStatus]) -> str:
+    """The endpoint of `serving_row`; a LaunchError naming the last job when none serves."""
+    row = serving_row(rows)
+    if row is not None and row.endpoint:
+        return row.endpoint
     last = rows[-1] if rows else None
     raise LaunchError(f"{target} is not serving now" + (
         f" (job {last.job}: SLURM {last.slurm_state}, {last.status})" if last else "")

@@ -263,6 +263,12 @@ class Cluster:
         self.close()
 
 
+def current_row(rows: Sequence[api.JobStatus]) -> api.JobStatus:
+    """Of a job's status rows (a deployment's, oldest first): the newest serving, else the
+    newest (what `current_job` picks on the cluster)."""
+    return api.serving_row(rows) or rows[-1]
+
+
 def is_deployment_name(target: str) -> bool:
     """Deployment names start with a letter (spec); job IDs are numbers."""
     return target[:1].isalpha()
@@ -365,7 +371,7 @@ class Job:
         if not rows:
             raise SpecError("JOB", f"no slurmserve job {self.id} is known on {self.cluster.label}",
                             "see `slurmserve status`")
-        return rows[0]
+        return current_row(rows)
 
     def wait_ready(self, timeout: float | None = None, on_progress: Progress | None = None
                    ) -> Job:
@@ -455,7 +461,7 @@ class Job:
     def end_reason(self) -> str | None:
         """Why the job is over (None while it runs); checked without a health probe."""
         rows = self.cluster.backend.status([self.id], False, timeout=20.0)
-        return end_reason(rows[0]) if rows else f"job {self.id} is no longer known"
+        return end_reason(current_row(rows)) if rows else f"job {self.id} is no longer known"
 
     def logs(self, node: str | None = None, follow: bool = False) -> Iterator[str]:
         """The containers' log lines (all nodes prefixed by host, or one node)."""
