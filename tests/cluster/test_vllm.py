@@ -39,16 +39,19 @@ def test_run_real_vllm(sandbox, vllm_tarball, tmp_path):
     assert not our_containers(sandbox, d.job_id)
 
 
-def test_submit_status_stop_real_vllm(sandbox, vllm_tarball, tmp_path):
-    log_dir = tmp_path / "logs"
+def _submit(tarball, tmp_path, *extra: str) -> tuple[str, str]:
+    """`slurmserve submit` of the real vLLM, waited for: (job, endpoint)."""
     submit = subprocess.run(
-        ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
-         "--runtime", RUNTIME,
-         "--log-dir", str(log_dir), "--json", *ENGINE_ARGS],
-        capture_output=True, text=True, timeout=1200)
+        ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(tarball), *VLLM, *extra,
+         "--runtime", RUNTIME, "--log-dir", str(tmp_path / "logs"), "--json", *ENGINE_ARGS],
+        capture_output=True, text=True, timeout=1500)
     assert submit.returncode == 0, submit.stderr
     info = json.loads(submit.stdout.strip().splitlines()[-1])
-    job, endpoint = info["job"], info["endpoint"]
+    return info["job"], info["endpoint"]
+
+
+def test_submit_status_stop_real_vllm(sandbox, vllm_tarball, tmp_path):
+    job, endpoint = _submit(vllm_tarball, tmp_path)
     try:
         status = subprocess.run(["slurmserve", "status", job, "--json"], capture_output=True,
                                 text=True, check=True)
@@ -98,15 +101,8 @@ def test_real_vllm_bad_model_fails_fast_with_its_log(sandbox, vllm_tarball, tmp_
 def test_submit_two_real_vllm_replicas_behind_the_router(sandbox, vllm_tarball, tmp_path):
     """Batch mode: the router starts inside the batch job; both real vLLM servers answer
     through it (the openai client, `test --job`, `bench --job`), and `status` lists them."""
-    log_dir = tmp_path / "logs"
-    submit = subprocess.run(
-        ["slurmserve", "submit", "vllm", "/models/tiny", "--image", str(vllm_tarball), *VLLM,
-         "--nodes", "2", "--replicas", "2", "--ready-replicas", "2", "--route", "round-robin",
-         "--runtime", RUNTIME, "--log-dir", str(log_dir), "--json", *ENGINE_ARGS],
-        capture_output=True, text=True, timeout=1500)
-    assert submit.returncode == 0, submit.stderr
-    info = json.loads(submit.stdout.strip().splitlines()[-1])
-    job, endpoint = info["job"], info["endpoint"]
+    job, endpoint = _submit(vllm_tarball, tmp_path, "--nodes", "2", "--replicas", "2",
+                            "--ready-replicas", "2", "--route", "round-robin")
     try:
         status = subprocess.run(["slurmserve", "status", job, "--json"], capture_output=True,
                                 text=True, check=True)

@@ -1,10 +1,12 @@
-"""Unit-test fixtures: run the CLI in-process (plain helpers live in helpers.py)."""
+"""Unit-test fixtures: run the CLI in-process, a fake batch system (plain helpers live in
+helpers.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from slurmserve import cli
+from slurmserve import cli, runner
+from tests.unit.batch import FakeBatch, playing_driver
 
 
 @pytest.fixture
@@ -21,3 +23,13 @@ def run_cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture
+def batch(tmp_path, monkeypatch):
+    """sbatch/squeue/scancel answered by a FakeBatch whose driver plays each job's driver."""
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    fake = FakeBatch()
+    fake.driver = playing_driver(fake)
+    with runner.use(fake):
+        yield fake

@@ -5,22 +5,12 @@ from __future__ import annotations
 
 import pytest
 
-from slurmserve import api, runner, state
+from slurmserve import api, state
 from slurmserve.cli import main
 from slurmserve.errors import LaunchError, SpecError
 from slurmserve.state import Status
-from tests.unit.batch import FakeBatch, playing_driver
 
 IMG = "registry.example/vllm:1"
-
-
-@pytest.fixture
-def batch(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
-    fake = FakeBatch()
-    fake.driver = playing_driver(fake)
-    with runner.use(fake):
-        yield fake
 
 
 def _submit(tmp_path, **fields):
