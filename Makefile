@@ -44,7 +44,10 @@ PYXIS_TESTS := \
 	tests/cluster/test_faults.py::test_network_cut_before_the_run_fails_preflight_naming_the_node \
 	tests/cluster/test_faults.py::test_port_taken_on_the_head \
 	tests/cluster/test_vllm.py::test_run_real_vllm \
+	tests/cluster/test_run.py::test_killed_worker_container_fails_the_job_with_its_log \
 	tests/cluster/test_replicas.py::test_replicas_behind_the_router_share_the_requests \
+	tests/cluster/test_replicas.py::test_killed_replica_is_replaced_while_the_endpoint_keeps_answering \
+	tests/cluster/test_replicas.py::test_restart_never_and_last_replica_failing_ends_the_run \
 	tests/cluster/test_replicas.py::test_scancel_with_replicas_leaves_nothing_of_the_job
 
 test: install lint sandbox-up parsers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -213,3 +214,19 @@ def marked_processes() -> list[tuple[str, dict[str, str]]]:
         if env.get("SLURMSERVE_JOB") or env.get("SLURMSERVE_ROUTER"):
             found.append((proc.name, env))
     return found
+
+
+def kill_rank(sandbox, job_id: str, node: dict) -> None:
+    """SIGKILL one rank's engine, as a crash would: its container (daemon runtimes), or every
+    process of the job marked with that node (step-native runtimes: the engine is a process of
+    the step)."""
+    if RUNTIME not in STEP_RUNTIMES:
+        sandbox.exec(node["host"], RUNTIME, "kill", node["container"])
+        return
+    pids = [int(pid) for pid, env in marked_processes()
+            if env.get("SLURMSERVE_JOB") == job_id and env.get("SLURMSERVE_NODE") == node["host"]]
+    assert pids, f"no process of job {job_id} on {node['host']}"
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+

@@ -12,7 +12,7 @@ import time
 
 import pytest
 import requests
-from deploy import RUNTIME, Deployment, marked_processes, our_containers
+from deploy import RUNTIME, Deployment, kill_rank, marked_processes, our_containers
 from sandboxlib import tarball_image
 
 SUCCESS = re.compile(r"^\S*request_success_total\{[^}]*\} (\S+)$", re.MULTILINE)
@@ -134,8 +134,6 @@ def sandbox_logs(d: Deployment, index: int) -> list:
 
 
 def test_killed_replica_is_replaced_while_the_endpoint_keeps_answering(deploy, sandbox):
-    if RUNTIME != "docker":
-        pytest.skip("kills a docker container")
     d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--replicas", "2",
                "--ready-replicas", "2", "--route", "round-robin", "--max-restarts", "1")
     endpoint = d.wait_ready()
@@ -143,7 +141,7 @@ def test_killed_replica_is_replaced_while_the_endpoint_keeps_answering(deploy, s
     node = next(n for n in d.state()["nodes"] if n["host"] == victim["nodes"][0])
     loop = ClientLoop(endpoint, d.model, seconds=60)
     time.sleep(2)
-    sandbox.docker(node["host"], "kill", node["container"])
+    kill_rank(sandbox, d.job_id, node)
     killed = time.monotonic()
     d.wait_err(r"replica 1 \(\S+\) left", timeout=10)
     removed_after = time.monotonic() - killed
@@ -160,7 +158,7 @@ def test_killed_replica_is_replaced_while_the_endpoint_keeps_answering(deploy, s
     assert count > 0, "the restarted replica got no request"
     # Out of restarts: the second kill leaves it failed, and the other replica serves on.
     node = next(n for n in d.state()["nodes"] if n["host"] == victim["nodes"][0])
-    sandbox.docker(node["host"], "kill", node["container"])
+    kill_rank(sandbox, d.job_id, node)
     d.wait_err(r"replica 1: no restart left", timeout=30)
     assert replicas(d)[1]["status"] == "failed"
     assert d.chat() and d.proc.poll() is None
@@ -173,14 +171,12 @@ def test_killed_replica_is_replaced_while_the_endpoint_keeps_answering(deploy, s
 
 
 def test_restart_never_and_last_replica_failing_ends_the_run(deploy, sandbox):
-    if RUNTIME != "docker":
-        pytest.skip("kills a docker container")
     d = deploy(2, "vllm", "org/tiny-model", "--nodes", "2", "--tp", "1", "--replicas", "2",
                "--ready-replicas", "2", "--restart", "never")
     d.wait_ready()
     state = d.state()
     for node in state["nodes"]:
-        sandbox.docker(node["host"], "kill", node["container"])
+        kill_rank(sandbox, d.job_id, node)
     code = d.wait(60)
     assert code != 0
     assert "0 replica(s) left" in d.err and "last" in d.err

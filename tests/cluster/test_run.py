@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from deploy import RUNTIME, STANDIN, Deployment, our_containers
+from deploy import RUNTIME, STANDIN, Deployment, kill_rank, our_containers
 from sandboxlib import TEST_LABEL, tarball_image
 
 
@@ -81,7 +81,7 @@ def test_killed_worker_container_fails_the_job_with_its_log(deploy, sandbox):
     d = deploy(2, "sglang", "org/tiny-model", "--nodes", "2", "--tp", "2")
     d.wait_ready()
     worker = d.state()["nodes"][1]
-    sandbox.docker(worker["host"], "kill", worker["container"])
+    kill_rank(sandbox, d.job_id, worker)
     code = d.wait(60)
     assert code != 0
     assert f"node {worker['host']} (rank 1)" in d.err
