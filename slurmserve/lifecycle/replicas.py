@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import router as routers
-from .. import slurm
+from .. import runner, slurm
 from ..console import Console
 from ..errors import LaunchError, Stopped
 from ..plan import ClusterPlan
@@ -87,7 +87,7 @@ class RouterAdmin:
 class ReplicaConsole(Console):
     """The job's console, every line naming the replica it is about."""
 
-    def __init__(self, parent: Console, prefix: str) -> None:  # noqa: D107 - no own stream
+    def __init__(self, parent: Console, prefix: str) -> None:  # writes through `parent` only
         self.parent = parent
         self.prefix = prefix
         self.quiet = parent.quiet
@@ -282,7 +282,7 @@ class Fleet:
             try:
                 proc.wait(10)
                 return
-            except Exception:  # noqa: BLE001 - runner.TimeoutExpired or a dead srun
+            except runner.TimeoutExpired:
                 pass
         terminate(proc)
 
