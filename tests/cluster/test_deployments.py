@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import uuid
 
 import pytest
 from deploy import RUNTIME, STANDIN, our_containers
@@ -17,7 +18,7 @@ def cli(*argv: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 
 def test_a_named_deployment_across_two_jobs(sandbox, standin_tarball, tmp_path):
-    name = f"chat-{tmp_path.name[-12:]}".replace("_", "-")
+    name = f"chat-{uuid.uuid4().hex[:8]}"  # the deployment index outlives test sessions
     submit = ["submit", "sglang", "org/tiny-model", "--image", str(standin_tarball), *STANDIN,
               "--runtime", RUNTIME, "--name", name, "--log-dir", str(tmp_path / "logs"),
               "--json"]

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -199,7 +200,7 @@ def test_submit_tunnel_chat_status_stop(sandbox, standin_tarball, station, tmp_p
 def test_tunnel_follows_a_named_deployment_to_its_next_job(sandbox, standin_tarball, station,
                                                            tmp_path):
     """`tunnel NAME` keeps one local URL while the job serving NAME changes underneath."""
-    name = f"follow-{int(time.time())}"
+    name = f"follow-{uuid.uuid4().hex[:8]}"  # the deployment index outlives test sessions
     submit = ("submit", "sglang", "org/tiny", "--image", str(standin_tarball), "--runtime",
               RUNTIME, "--gpus", "none", "--gpus-per-node", "1", "--health-timeout", "120",
               "--log-dir", str(tmp_path / "cluster-logs"), "--name", name, "--api-key",
