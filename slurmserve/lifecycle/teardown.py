@@ -39,10 +39,16 @@ def cleanup(ctx: RunContext, job_ids: list[str], runtime: str, keep_staged: bool
     except LaunchError as exc:
         ctx.console.error(f"cleanup step failed: {exc}")
         facts = None
+    answers = {rank: facts.of(rank) if facts else {} for rank in range(len(ctx.nodes))}
+    missing = [rank for rank, fact in answers.items() if "removed" not in fact]
+    if missing and len(ctx.nodes) > 1:
+        # One unreachable node can fail the whole step before any task runs: each other node
+        # is then checked on its own.
+        answers.update(_cleanup_each(ctx, script, missing))
     unchecked = []
     removed = 0
     for rank, host in enumerate(ctx.nodes):
-        fact = facts.of(rank) if facts else {}
+        fact = answers[rank]
         removed += int(fact.get("removed", "0"))
         if "removed" not in fact:
             unchecked.append(
@@ -53,6 +59,21 @@ def cleanup(ctx: RunContext, job_ids: list[str], runtime: str, keep_staged: bool
                 f"{host}: {runtime} does not answer ({fact['runtime'].removeprefix('error: ')}); "
                 "a stopping dockerd stops its containers")
     return Cleanup(removed, tuple(unchecked))
+
+
+def _cleanup_each(ctx: RunContext, script: str, ranks: list[int]) -> dict[int, dict[str, str]]:
+    """The cleanup script on each of these nodes alone, all at once: what each answered."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(rank: int) -> dict[str, str]:
+        try:
+            return ctx.steps.run_uninterruptible(f"cleanup-{rank}", script, timeout=60,
+                                                 host=ctx.nodes[rank]).facts.of(0)
+        except LaunchError:
+            return {}
+
+    with ThreadPoolExecutor(max_workers=min(16, len(ranks))) as pool:
+        return dict(zip(ranks, pool.map(one, ranks), strict=True))
 
 
 def remove_leftovers(ctx: RunContext, jobs: list[str], runtime: str) -> None:

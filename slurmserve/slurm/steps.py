@@ -140,10 +140,15 @@ class StepRunner:
             raise Stopped  # SLURM ended the step with the job: not a finding about the nodes
         return StepResult(code, "".join(lines), facts)
 
-    def run_uninterruptible(self, name: str, script: str, *, timeout: float = 120) -> StepResult:
-        """For teardown: runs even after a stop was asked for."""
+    def run_uninterruptible(self, name: str, script: str, *, timeout: float = 120,
+                            host: str | None = None) -> StepResult:
+        """For teardown: runs even after a stop was asked for. `host`: on that node alone (its
+        task is rank 0 then)."""
         path = self.write(name, script)
-        result = runner.run(self.argv(path, name), timeout=timeout)
+        job = Job(self.job.job_id, (host,)) if host else self.job
+        argv = srun_argv(job, ["bash", path], nodes=1 if host else self.nodes,
+                         label=f"slurmserve-{name}")
+        result = runner.run(argv, timeout=timeout)
         return StepResult(result.code, result.out, parse(result.out))
 
     def start(self, name: str, path: str, nodes: int, label: str,
