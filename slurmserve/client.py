@@ -263,6 +263,17 @@ class Cluster:
         self.close()
 
 
+def open_tunnel(session: Session, endpoint: str, local_port: int | None,
+                on_event: Callable[[str], None] | None) -> Tunnel:
+    """A started tunnel to `endpoint`, on its own port here when that is free (else any)."""
+    from .remote.tunnel import Tunnel, free_port
+
+    parts = urlsplit(endpoint)
+    assert parts.hostname and parts.port
+    port = free_port(parts.port) if local_port is None else local_port
+    return Tunnel(session, parts.hostname, parts.port, port, on_event).start()
+
+
 def current_row(rows: Sequence[api.JobStatus]) -> api.JobStatus:
     """Of a job's status rows (a deployment's, oldest first): the newest serving, else the
     newest (what `current_job` picks on the cluster)."""
@@ -303,7 +314,6 @@ class Deployment:
                watch: bool = True) -> Tunnel:
         """A local port forwarded to the serving job's endpoint, moved to the next job when
         another one serves the name; kept up in the background unless `watch=False`."""
-        from .remote.tunnel import Tunnel, free_port
 
         if self._tunnel is not None:
             return self._tunnel
@@ -315,10 +325,7 @@ class Deployment:
         if endpoint is None:
             raise LaunchError(f"deployment {self.name} has no serving job to tunnel to; "
                               f"`slurmserve status {self.name}` shows its jobs")
-        parts = urlsplit(endpoint)
-        assert parts.hostname and parts.port
-        port = free_port(parts.port) if local_port is None else local_port
-        self._tunnel = tun = Tunnel(session, parts.hostname, parts.port, port, on_event).start()
+        self._tunnel = tun = open_tunnel(session, endpoint, local_port, on_event)
         self._watch = threading.Event()
         self.cluster._forwards.append(tun)
         if watch:
@@ -414,7 +421,6 @@ class Job:
         """Start (once) a local port forwarded to the endpoint through the login host, kept up
         in the background (reconnecting after drops) until the job ends or close();
         `watch=False` leaves that to the caller (`tunnel.supervise`)."""
-        from .remote.tunnel import Tunnel, free_port
 
         if self._tunnel is not None:
             return self._tunnel
@@ -422,10 +428,7 @@ class Job:
         if session is None:
             raise SpecError("--remote", "a tunnel is only needed from outside the cluster",
                             f"here the endpoint is reachable directly: {self.endpoint}")
-        parts = urlsplit(self.endpoint)
-        assert parts.hostname and parts.port
-        port = free_port(parts.port) if local_port is None else local_port
-        tun = Tunnel(session, parts.hostname, parts.port, port, on_event).start()
+        tun = open_tunnel(session, self.endpoint, local_port, on_event)
         self._tunnel, self._watch = tun, threading.Event()
         self.cluster.keep_tunnel(self)
         if watch:
