@@ -1,6 +1,8 @@
 """Render benchmarks/REPORT.md from the JSON results (targets and ratios side by side).
 
     python benchmarks/cli_startup.py && python benchmarks/cluster.py && python benchmarks/report.py
+
+The last section comes from results/simulate.json (`python benchmarks/simulate.py`, no cluster).
 """
 
 from __future__ import annotations
@@ -114,6 +116,7 @@ def main() -> None:
                       for m in cluster["stop_modes"]]
             lines.append("")
     lines += _replicas(_load("replicas.json"))
+    lines += _simulated(_load("simulate.json"))
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
 
@@ -154,6 +157,81 @@ def _replicas(r: dict) -> list[str]:
               f"20 ms): out of the router after {f['removed_s']:.2f} s (target 1 s), back in "
               f"it after {f['back_s']:.1f} s (2 s backoff, then its restart and readiness).",
               ""]
+    return lines
+
+
+def _count(nodes: int | None) -> str:
+    return f"{nodes:,}" if nodes else "none up to 10,000"
+
+
+def _simulated(s: dict) -> list[str]:
+    """benchmarks/simulate.py: the lifecycle modelled to 1,000 nodes, checked on the sandbox."""
+    if not s:
+        return []
+    modes = s["modes"]
+    cluster = s["scenarios"]["cluster"]
+    params = cluster["params"]
+    by = {(r["mode"], r["nodes"]): r for r in cluster["predictions"]}
+    lines = ["## Beyond the machine: simulated to 1,000 nodes", "",
+             "`benchmarks/simulate.py` models each phase of `slurmserve run` as a sum of terms "
+             "(CLI start, scontrol, the preflight srun step, the image, the argument check, the "
+             "launch srun step, readiness polling; teardown with its cleanup step), fed with "
+             "this sandbox's measured step, load and poll times and SLURM's documented fan-out: "
+             f"srun's steps go down a tree of TreeWidth {params['tree_width']} (one hop reaches "
+             "16 nodes, two 272, three 4,368); sbcast uses its own tree of width "
+             f"{params['sbcast_width']} and sends each 8 MiB block down it before the next. "
+             f"Cluster parameters: {cluster['about']}; the rest, and the source of every "
+             "default, are in `Params`. First run: the image is on no node (pyxis: not "
+             "converted yet); warm: docker finds it on every node, pyxis finds it converted "
+             "(each job still unpacks it on every node).", "",
+             "Predicted seconds to READY (first run / warm) and for teardown:", "",
+             "| nodes | " + " | ".join(modes) + " | teardown docker | teardown pyxis |",
+             "|---" * (len(modes) + 3) + "|"]
+    for n in s["nodes"]:
+        cells = [f"{by[m, n]['ready_s']:.1f} / {by[m, n]['ready_warm_s']:.1f}" for m in modes]
+        lines.append(f"| {n:,} | " + " | ".join(cells) + f" | "
+                     f"{by['docker direct', n]['teardown_s']:.1f} | "
+                     f"{by['pyxis direct', n]['teardown_s']:.1f} |")
+    lines += ["", "The largest term of the first run:", "",
+              "| nodes | " + " | ".join(modes) + " |", "|---" * (len(modes) + 1) + "|"]
+    for n in s["nodes"]:
+        lines.append(f"| {n:,} | " + " | ".join(by[m, n]["dominant"] for m in modes) + " |")
+    tol = s["check"]["tolerance"]
+    lines += ["", "Checked against the sandbox (the model with the sandbox's parameters; "
+              f"tolerance {tol['relative']:.0%} or {tol['absolute_s']} s, whichever is larger):",
+              "", "| measured | nodes | measured s | model s | error | |", "|---|---|---|---|---|---|"]
+    for r in s["check"]["rows"]:
+        note = "; ".join(x for x in ("fitted" if r["fitted"] else "",
+                                     "" if r["within"] else "outside",
+                                     "" if r["asserted"] else "not asserted") if x)
+        lines.append(f"| {r['what']} | {r['nodes']} | {r['measured_s']:.2f} | "
+                     f"{r['model_s']:.2f} | {r['error']:+.0%} | {note} |")
+    dd, ds = s["at_1000"]["docker direct"], s["at_1000"]["docker sbcast"]
+    pd, ps = s["at_1000"]["pyxis direct"], s["at_1000"]["pyxis sbcast"]
+    pays = s["sbcast_pays_from"]
+    lines += ["", "Fitted rows set a default, so they show consistency rather than skill. The "
+              "model reproduces the by-hand load, not slurmserve's: that 1.4x gap (issue 18) "
+              "is no fan-out term. The sandbox measured up to 8 nodes; its sub-second figures "
+              "move by about 0.2 s between runs.", "",
+              "![simulated](results/simulate.svg)", "",
+              f"At 1,000 nodes the image dominates: with `--stage direct` every node reads the "
+              f"{params['image_gb']:.2f} GB tarball from the shared path, "
+              f"{dd['dominant_s']:.0f} s of the {dd['ready_s']:.0f} s to READY at the assumed "
+              f"{params['shared_fs_gbps']:g} GB/s, linear in N. slurmserve's answer is sbcast "
+              "staging (`--stage sbcast`; `auto` from 4 nodes), which reads the shared path once "
+              f"and fans it out over SLURM's tree: {ds['ready_s']:.0f} s to READY, the sbcast "
+              f"tree's {ds['dominant_s']:.0f} s growing with the tree's depth rather than N (by "
+              f"the model staging pays from {_count(pays['1'])} nodes on a 1 GB/s shared file "
+              f"system, {_count(pays['10'])} on 10 GB/s, {_count(pays['100'])} on 100 GB/s, "
+              "against `auto`'s fixed 4). Nodes holding the image ID skip it, and READY then "
+              f"takes {dd['ready_warm_s']:.1f} s, mostly srun's per-node work on the two steps "
+              "over all nodes (SchedMD's 2 ms a node, an upper bound) and one env file per node "
+              "on the log directory, which is why every cluster-side action is one srun step "
+              "over all nodes and preflight is one step for all its checks. Under pyxis the "
+              f"conversion ({ps['dominant_s']:.0f} s, once per image ID, cached) leads a staged "
+              "first run, unstaged every node reading the squashfs at launch does "
+              f"({pd['dominant_s']:.0f} s), and as each job unpacks the image anew, a warm "
+              f"pyxis start still takes {ps['ready_warm_s']:.0f} s staged.", ""]
     return lines
 
 

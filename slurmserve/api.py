@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import apikey, engines, metrics, runner, runtimes, slurm, state
+from . import apikey, chain, engines, metrics, runner, runtimes, slurm, state
 from .errors import LaunchError, SpecError
 from .metrics import LiveLoad
 from .plan import Allocation, ClusterPlan, NodeInfo
@@ -117,6 +117,7 @@ def render_sbatch(spec: ServeSpec, python: str | None = None, run_args: list[str
         python=python or sys.executable,
         spec_json=json.dumps(_spec_for_job(spec), sort_keys=True),
         run_args=run_args or [],
+        lead=int(chain.lead_s(spec)) if spec.serve_for else 0,
         all_runtimes=runtimes.RUNTIMES, **runtimes.shell_context("", ""),
     )
 
@@ -270,6 +271,7 @@ class JobStatus:
     replicas: tuple[ReplicaStatus, ...] = ()
     router: Mapping[str, Any] = field(default_factory=dict)
     load: LiveLoad | None = None
+    role: str | None = None  # "router": a chain's router job (chain.py)
     schema: int = SCHEMA
 
     def to_dict(self) -> dict[str, Any]:
@@ -303,6 +305,9 @@ def submit(spec: ServeSpec, python: str | None = None) -> JobRecord:
     script_path = os.path.join(log_dir, f"{spec.job_name}-{time.strftime('%Y%m%d-%H%M%S')}.sbatch")
     with open(script_path, "w", encoding="utf-8") as fh:
         fh.write(render_sbatch(spec, python=python))
+    if spec.serve_for:
+        return chain.start(spec, script_path, python or sys.executable,
+                           json.dumps(_spec_for_job(spec), sort_keys=True))
     result = runner.run(slurm.sbatch_argv(script_path), timeout=120)
     if not result.ok:
         raise LaunchError(f"sbatch refused the job: {(result.err or result.out).strip()}")
@@ -344,6 +349,8 @@ def current_job(target: str, field: str = "JOB") -> str:
     jobs = jobs_of(target, field)
     if jobs == [target]:
         return target
+    serving_jobs = [j for j in jobs if j not in chain.jobs(target, chain.ROUTER)]
+    jobs = serving_jobs or jobs  # a chain's router job answers only when nothing else does
     states = slurm.job_states(jobs)
     active = [j for j in jobs if states[j] in slurm.ACTIVE_STATES]
     serving = [j for j in active if (record := state.read(j)) and record.status is Status.READY]
@@ -356,10 +363,12 @@ def url(target: str) -> str:
 
 
 def serving_row(rows: Sequence[JobStatus]) -> JobStatus | None:
-    """Of a job's or deployment's `status` rows (oldest first): the newest one serving."""
+    """Of a job's or deployment's `status` rows (oldest first): the newest one serving; in a
+    chain (--serve-for), its router job's, whose endpoint is in front of every serving job."""
     serving = [r for r in rows if r.status is Status.READY and r.slurm_state == "RUNNING"
                and r.endpoint]
-    return serving[-1] if serving else None
+    routers = [r for r in serving if r.role == chain.ROUTER]
+    return (routers or serving)[-1] if serving else None
 
 
 def serving_endpoint(target: str, rows: Sequence[JobStatus]) -> str:
@@ -427,7 +436,8 @@ def status(job_ids: Sequence[str] | None = None, check_health: bool = True) -> l
             run_dir=record.run_dir, engine=record.engine, image=record.image,
             api_key=record.api_key, engine_version=record.engine_version,
             replicas=tuple(ReplicaStatus.of(r) for r in record.replicas),
-            router={k: record.router[k] for k in ROUTER_KEYS if k in record.router})
+            router={k: record.router[k] for k in ROUTER_KEYS if k in record.router},
+            role=record.role)
         rows.append(row)
         if check_health and record.endpoint and slurm_state == slurm.JobState.RUNNING:
             live.append(row)
@@ -542,11 +552,16 @@ def stop(job_id: str, timeout: float = 90.0) -> JobRecord:
     """
     jobs = jobs_of(job_id)
     if jobs != [job_id]:
+        chain.end(job_id, "slurmserve stop")  # a chain: nothing succeeds or replaces its jobs
         current = current_job(job_id)
-        for other in jobs:
+        routers = chain.jobs(job_id, chain.ROUTER)  # last: in front of the others until they end
+        for other in [j for j in jobs if j != current and j not in routers]:
+            _stop_job(other, timeout)
+        record = _stop_job(current, timeout)
+        for other in routers:
             if other != current:
                 _stop_job(other, timeout)
-        return _stop_job(current, timeout)
+        return record
     return _stop_job(job_id, timeout)
 
 

@@ -198,7 +198,8 @@ class Cluster:
         health = spec.health_timeout if isinstance(spec, ServeSpec) else _number(
             spec.get("health_timeout"), 1800.0)
         record = self.backend.submit(spec, python)
-        job = Job(self, record.job, run_dir=record.run_dir, default_timeout=health + WAIT_MARGIN)
+        job = Job(self, record.job, run_dir=record.run_dir, default_timeout=health + WAIT_MARGIN,
+                  record=record)
         if wait:
             job.wait_ready(timeout=timeout, on_progress=on_progress)
         return job

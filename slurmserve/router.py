@@ -42,6 +42,18 @@ PORT_OFFSET = 20  # in the job's port block (plan.PortBlock), on the job's first
 METRICS_OFFSET = 21
 RETRIES = 3  # a request that fails on one replica is retried on another
 JOIN_TIMEOUT_S = 10  # how long the router waits for a joining replica's /health
+BACKOFF_MS = (200, 2000)  # first and longest wait between retries (the router doubles it)
+
+
+def hold_retries(hold_s: float) -> int:
+    """Retries whose backoff adds up to `hold_s`: with no replica in (a replacement starting),
+    the router retries "no available workers" too, so a request waits instead of failing."""
+    waited, wait, count = 0.0, BACKOFF_MS[0] / 1000, 0
+    while waited < hold_s:
+        waited += wait
+        wait = min(wait * 2, BACKOFF_MS[1] / 1000)
+        count += 1
+    return max(count, RETRIES)
 
 
 def policy(route: str) -> tuple[str, tuple[str, ...]]:
@@ -64,15 +76,17 @@ class RouterPlan:
     policy: str
     options: tuple[str, ...] = ()  # the policy's own
     bind: str = "0.0.0.0"  # as the engines bind (--host)
+    retries: int = RETRIES
     python: str = sys.executable  # the router runs from this environment (shared with nodes)
 
     @classmethod
-    def for_job(cls, job_id: str, head_address: str, route: str, bind: str = "0.0.0.0"
-                ) -> RouterPlan:
+    def for_job(cls, job_id: str, head_address: str, route: str, bind: str = "0.0.0.0",
+                hold_s: float = 0.0) -> RouterPlan:
+        """On the job's port block; `hold_s`: how long a request may wait for a replica."""
         block = PortBlock.for_job(job_id)
         name, options = policy(route)
         return cls(head_address, block.at(PORT_OFFSET), block.at(METRICS_OFFSET), name, options,
-                   bind)
+                   bind, hold_retries(hold_s) if hold_s else RETRIES)
 
     @property
     def endpoint(self) -> str:
@@ -82,11 +96,17 @@ class RouterPlan:
     def metrics(self) -> str:
         return f"http://{host_port(self.host, self.metrics_port)}/metrics"
 
+    def _backoff(self) -> list[str]:
+        if self.retries == RETRIES:
+            return []  # the router's own backoff: a failover retry goes out at once
+        return ["--retry-initial-backoff-ms", str(BACKOFF_MS[0]),
+                "--retry-max-backoff-ms", str(BACKOFF_MS[1])]
+
     def argv(self) -> list[str]:
         """Started with no worker: replicas join when ready (Router.add)."""
         return [self.python, "-m", f"{PACKAGE}.launch_router", "--host", self.bind,
                 "--port", str(self.port), "--policy", self.policy, *self.options,
                 "--prometheus-host", self.bind, "--prometheus-port", str(self.metrics_port),
-                "--retry-max-retries", str(RETRIES),
+                "--retry-max-retries", str(self.retries), *self._backoff(),
                 # Replicas join once ready; a join that outlives its replica must not linger.
                 "--worker-startup-timeout-secs", str(JOIN_TIMEOUT_S), "--log-level", "warning"]

@@ -111,6 +111,11 @@ class ServeSpec:
     max_restarts: int = 3  # per replica, with a doubling backoff
     name: str | None = None  # the deployment's name: `url NAME`, `status/logs/stop NAME`
     idle_timeout: float | None = None  # seconds without a request served: the run ends itself
+    serve_for: float | None = None  # submit: serve this long across chained jobs (chain.py)
+    handover: float | None = None  # lead before a job's --time ends: its successor is submitted
+    drain_grace: float = 30.0  # a handed-over job's in-flight requests get this long to finish
+    router_partition: str | None = None  # the chain's router job (CPU only): default --partition
+    router_time: str | None = None  # its --time: default the chain's --time
     engine_args: tuple[str, ...] = ()
     slurm: SlurmOptions = field(default_factory=SlurmOptions)
 
@@ -279,12 +284,18 @@ def _validate(d: dict[str, Any]) -> ServeSpec:
         max_restarts=_count("max_restarts", d.get("max_restarts", 3), "--max-restarts"),
         name=_opt(_deployment_name, "name", d.get("name")),
         idle_timeout=_opt(_duration, "idle_timeout", d.get("idle_timeout")),
+        serve_for=_opt(_duration, "serve_for", d.get("serve_for")),
+        handover=_opt(_duration, "handover", d.get("handover")),
+        drain_grace=_duration("drain_grace", d.get("drain_grace", 30.0)),
+        router_partition=_opt(_slurm_word, "--router-partition", d.get("router_partition")),
+        router_time=_opt(_slurm_time, "--router-time", d.get("router_time")),
         engine_args=tuple(_text("engine_args", a, allow_empty=True)
                           for a in _list("engine_args", d.get("engine_args", ()))),
         slurm=d["slurm"],
     )
     _runtime_fits_image(spec)
     _replicas_fit(spec)
+    _chain_fits(spec)
     try:
         engines.get(spec.engine).validate(spec.replica_spec)
     except SpecError as exc:
@@ -310,6 +321,58 @@ def _replicas_fit(spec: ServeSpec) -> None:
                         f"{spec.replicas}", f"give at most {spec.replicas}")
 
 
+def _chain_fits(spec: ServeSpec) -> None:
+    """--serve-for: a named deployment of jobs of --time each, handed over within each job."""
+    if spec.serve_for is None:
+        for flag, value in (("--handover", spec.handover), ("--router-time", spec.router_time),
+                            ("--router-partition", spec.router_partition)):
+            if value is not None:
+                raise SpecError(flag, "only applies to a chain of jobs",
+                                "add --serve-for DURATION (with submit), or drop it")
+        return
+    if not spec.name:
+        raise SpecError("--serve-for", "needs a deployment name: its jobs are found by it",
+                        "add --name NAME")
+    if not spec.slurm.time or slurm_seconds(spec.slurm.time) is None:
+        raise SpecError("--serve-for", "needs a finite --time: the length of each job",
+                        "add --time, e.g. --time 04:00:00")
+    job_s = slurm_seconds(spec.slurm.time) or 0.0
+    if spec.serve_for < job_s:
+        raise SpecError("--serve-for", f"{spec.serve_for:g}s is shorter than one --time "
+                        f"{spec.slurm.time} ({job_s:g}s)", "serve with one job: drop "
+                        "--serve-for, or give a longer duration")
+    if spec.handover is not None and spec.handover >= job_s:
+        raise SpecError("--handover", f"{spec.handover:g}s is not shorter than --time "
+                        f"{spec.slurm.time} ({job_s:g}s)", "give a lead time under the job's "
+                        "length, covering queue wait plus model start")
+
+
+def slurm_seconds(value: str) -> float | None:
+    """A SLURM time (minutes, MM:SS, HH:MM:SS, D-HH[:MM[:SS]]) in seconds; None if unlimited."""
+    if value.lower() in ("unlimited", "infinite"):
+        return None
+    days, _, clock = value.rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    if days:  # D-HH, D-HH:MM, D-HH:MM:SS
+        parts += [0] * (3 - len(parts))
+        hours, minutes, seconds = parts
+    elif len(parts) == 1:
+        hours, minutes, seconds = 0, parts[0], 0
+    elif len(parts) == 2:
+        hours, minutes, seconds = 0, parts[0], parts[1]
+    else:
+        hours, minutes, seconds = parts
+    return float(((int(days or 0) * 24 + hours) * 60 + minutes) * 60 + seconds)
+
+
+def _slurm_time(name: str, value: Any) -> str:
+    text = _text(name, str(value))
+    if not _SLURM_TIME.match(text):
+        raise SpecError(name, f"'{value}' is not a SLURM time",
+                        "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+    return text
+
+
 def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
     sbatch_args = tuple(_text("sbatch_args", a) for a in _list("sbatch_args", d.get("sbatch_args")))
     for arg in sbatch_args:
@@ -320,10 +383,7 @@ def _slurm_options(d: Mapping[str, Any]) -> SlurmOptions:
         if flag in _PROTECTED_SBATCH:
             raise SpecError("--sbatch-arg", f"{flag} is set by slurmserve",
                             f"use slurmserve's {_PROTECTED_SBATCH[flag]} instead")
-    time = d.get("time")
-    if time is not None and not _SLURM_TIME.match(str(time)):
-        raise SpecError("--time", f"'{time}' is not a SLURM time",
-                        "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+    time = _opt(_slurm_time, "--time", d.get("time"))
     exclusive = _bool("slurm.exclusive", d.get("exclusive", False))
     return SlurmOptions(
         partition=_opt(_slurm_word, "--partition", d.get("partition")),

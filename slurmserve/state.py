@@ -120,9 +120,10 @@ class ReplicaRecord:
         return cls(**fields_)
 
 
-# starting: launched, not ready yet; ready: in the router; restarting: out of the router,
-# waiting for its backoff; failed: out of restarts (or --restart never); stopped: by the job.
-REPLICA_STATES = ("starting", "ready", "restarting", "failed", "stopped")
+# starting: launched, not ready yet; ready: in the router; draining: out of the router, its
+# requests finishing (a chain's handover); restarting: out of the router, waiting for its
+# backoff; failed: out of restarts (or --restart never); stopped: by the job.
+REPLICA_STATES = ("starting", "ready", "draining", "restarting", "failed", "stopped")
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class JobRecord:
     status: Status
     schema: int = SCHEMA
     name: str | None = None  # the deployment it serves (--name), when named
+    role: str | None = None  # in a chain (--serve-for): "router" for its router job, else serving
     engine: str | None = None
     model: str | None = None
     run_dir: str | None = None

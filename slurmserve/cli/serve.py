@@ -84,6 +84,16 @@ def doctor(as_json: bool, **params: Any) -> None:
 
 @click.command()
 @serve_options
+@click.option("--serve-for", help="Serve this long (e.g. 7d) across as many jobs of --time as "
+              "it takes, each handing over to its successor; needs --name and --time.")
+@click.option("--handover", help="Lead time before a job's --time ends at which its successor "
+              "is submitted: queue wait plus model start (default a third of --time, at most 10m).")
+@click.option("--drain-grace", help="How long a handed-over job's in-flight requests may take "
+              "to finish (default 30s).")
+@click.option("--router-partition", help="Partition of the chain's router job (one CPU; "
+              "default --partition).")
+@click.option("--router-time", help="--time of the router job; it renews itself the same way "
+              "(default --time).")
 @click.option("--python", "python", help="Python with slurmserve on the nodes (default: this one).")
 @click.option("--no-wait", is_flag=True, help="Return once sbatch accepted the job.")
 @click.option("--json", "as_json", is_flag=True, help="Print the job (and endpoint) as JSON.")
@@ -101,8 +111,15 @@ def submit(python: str | None, no_wait: bool, as_json: bool, remote: Remote, **p
         job = cluster.submit(fields, python=python, wait=False)
         where = f" on {cluster.label}" if cluster.remote else ""
         info: dict[str, Any] = {"job": job.id, "run_dir": job.run_dir}
+        submitted = job.record
+        router_job = submitted.router.get("job") if submitted else None
+        if router_job:  # --serve-for: a chain of jobs behind a router job
+            info["router_job"] = router_job
         if not as_json:
             click.echo(f"submitted job {job.id}{where}; logs in {job.run_dir}", err=True)
+            if submitted and router_job:
+                click.echo(f"deployment {submitted.name}: router job {router_job}; `slurmserve "
+                           f"url {submitted.name}` gives its endpoint", err=True)
         if not no_wait:
             job.wait_ready(on_progress=None if as_json else lambda t: click.echo(t, err=True))
             assert job.record is not None

@@ -37,6 +37,7 @@ class RunContext:
     emit: Callable[[dict[str, Any]], None] = lambda event: None
     stop: threading.Event = field(default_factory=threading.Event)
     stop_reason: str = ""
+    handover: threading.Event = field(default_factory=threading.Event)  # USR1, in a chain
     phase: Phase = Phase.START
     running: set[int] = field(default_factory=set)  # ranks whose container started
     ranks: int = 0  # ranks the launch starts (for "launch (1 of 2 containers started)")

@@ -20,14 +20,14 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .. import apikey, engines, router, runtimes, state
+from .. import apikey, chain, engines, router, runtimes, state
 from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
 from ..plan import ClusterPlan
 from ..slurm import Job
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
-from . import argcheck, distribute, idle, launch, preflight, replicas, teardown, watch
+from . import argcheck, distribute, handover, idle, launch, preflight, replicas, teardown, watch
 from .context import RunContext
 from .distribute import Distribution
 from .teardown import Cleanup
@@ -54,6 +54,9 @@ def run(spec: ServeSpec, job: Job, console: Console | None = None, follow_logs: 
 
     previous = {sig: signal.signal(sig, on_signal)
                 for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+    if spec.serve_for:  # a chain's serving job: SLURM's time-limit warning (--signal=B:USR1)
+        previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1,
+                                                 lambda *_: ctx.handover.set())
     lifecycle = Lifecycle(ctx)
     code = EXIT_FAILURE
     try:
@@ -94,7 +97,7 @@ class Lifecycle:
 
     def start(self) -> None:
         ctx, spec = self.ctx, self.ctx.spec
-        if spec.replicas > 1:
+        if spec.replicas > 1 and not spec.serve_for:  # a chain's router is a job of its own
             router.require_installed()
         engine = engines.get(spec.engine)
         one = spec.replica_spec  # what each replica runs (the whole spec without replicas)
@@ -115,7 +118,7 @@ class Lifecycle:
         if spec.check_args:
             self.args = argcheck.check_args(ctx, plan, image, pre.runtime)
             argcheck.require(ctx, self.args)
-        if spec.replicas > 1:
+        if spec.replicas > 1 or spec.serve_for:
             self._start_fleet(pre, plans)
             return
         self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, image, pre.runtime)
@@ -146,24 +149,39 @@ class Lifecycle:
                           f"{pre.runtime}: " + "; ".join(
                               f"replica {k} on {','.join(n.host for n in p.nodes)}"
                               for k, p in enumerate(plans)))
-        router_plan = router.RouterPlan.for_job(ctx.job.job_id, plans[0].head_address,
-                                                spec.route, spec.host)
         members = [replicas.Replica(k, p, b, watch.rdma_expected(ctx, devices(pre, p, k)))
                    for k, (p, b) in enumerate(zip(plans, bundles, strict=True))]
-        self.fleet = fleet = replicas.Fleet(ctx, members, router_plan, pre.runtime,
-                                            on_change=self.write_record)
+        name = spec.name
+        if spec.serve_for and name:  # the router is the chain's, in its router job
+            self.fleet = fleet = replicas.Fleet(
+                ctx, members, None, pre.runtime, on_change=self.write_record,
+                endpoint=lambda: (c.router_endpoint if (c := chain.load(name)) else None))
+        else:
+            router_plan = router.RouterPlan.for_job(ctx.job.job_id, plans[0].head_address,
+                                                    spec.route, spec.host)
+            self.fleet = fleet = replicas.Fleet(ctx, members, router_plan, pre.runtime,
+                                                on_change=self.write_record)
         self._enter_launch()
         fleet.start()
         fleet.wait_ready()
         self._announce_ready()
         self._watch_idle(lambda: [r.endpoint for r in members if r.status == "ready"],
                          bundles[0].api_key)
+        if spec.serve_for and name:
+            chain.update(name, replacements=0)
+            handover.ChainWatch(ctx, fleet, name).start()
         fleet.serve()
 
     def _watch_idle(self, endpoints: Callable[[], list[str]], api_key: str | None) -> None:
         spec = self.ctx.spec
-        if spec.idle_timeout:
-            idle.IdleWatch(spec.idle_timeout, endpoints, spec.engine, api_key).start(self.ctx)
+        if not spec.idle_timeout:
+            return
+        watcher = idle.IdleWatch(spec.idle_timeout, endpoints, spec.engine, api_key)
+        name = spec.name
+        if spec.serve_for and name:  # idle ends the whole chain, not only this job
+            watcher.start(self.ctx, on_idle=lambda reason: chain.end(name, reason))
+        else:
+            watcher.start(self.ctx)
 
     def _prefetch(self, bundle: launch.Launch) -> None:
         spec = self.ctx.spec
@@ -217,13 +235,10 @@ class Lifecycle:
             nodes = tuple(dataclasses.replace(n, rank=r.index * len(r.plan.nodes) + n.rank,
                                               role=f"replica {r.index} {n.role}")
                           for r in fleet.replicas for n in node_records(r.plan, r.bundle))
-            placed = dict(image=self.image, endpoint=fleet.plan.endpoint, head=fleet.plan.host,
-                          port=fleet.plan.port, mode=fleet.replicas[0].plan.mode,
+            placed = dict(image=self.image, mode=fleet.replicas[0].plan.mode,
                           runtime=self.runtime,
                           replicas=tuple(r.record() for r in fleet.replicas),
-                          router=dict(endpoint=fleet.plan.endpoint, metrics=fleet.plan.metrics,
-                                      policy=fleet.plan.policy, route=ctx.spec.route,
-                                      log=fleet.router_log))
+                          **fleet.placed())
         return JobRecord(
             job=ctx.job.job_id, status=self.status, name=ctx.spec.name, engine=ctx.spec.engine,
             model=model,

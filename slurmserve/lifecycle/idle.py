@@ -50,14 +50,18 @@ class IdleWatch:
         self.tokens[endpoint] = tokens
         return bool(load.running) or bool(load.waiting) or tokens != before
 
-    def start(self, ctx: RunContext, check_s: float = CHECK_S) -> threading.Thread:
-        """In the background until the run stops: ask it to stop once idle for `timeout`."""
+    def start(self, ctx: RunContext, check_s: float = CHECK_S,
+              on_idle: Callable[[str], None] | None = None) -> threading.Thread:
+        """In the background until the run stops: ask it to stop once idle for `timeout`
+        (`on_idle(reason)` first: a chain ends as a whole)."""
 
         def loop() -> None:
             while not ctx.stop.wait(check_s):
                 if self.observe() >= self.timeout:
-                    ctx.request_stop(f"idle for {self.timeout:g}s (--idle-timeout): no request "
-                                     "served", announce=True)
+                    reason = f"idle for {self.timeout:g}s (--idle-timeout): no request served"
+                    if on_idle is not None:
+                        on_idle(reason)
+                    ctx.request_stop(reason, announce=True)
                     return
 
         thread = threading.Thread(target=loop, daemon=True, name="idle-watch")

@@ -16,9 +16,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
+from .. import metrics, runner, slurm
 from .. import router as routers
-from .. import runner, slurm
 from ..console import Console
 from ..errors import LaunchError, Stopped
 from ..plan import ClusterPlan
@@ -45,20 +46,30 @@ STOP_JOIN_S = 40.0  # a replica's step gets STEP_STOP_GRACE_S; more than that is
 
 
 class RouterAdmin:
-    """The running router's admin API: membership is ours (the watchdog's), by readiness."""
+    """A running router's admin API: membership is ours (the watchdog's), by readiness.
 
-    def __init__(self, plan: routers.RouterPlan) -> None:
+    `endpoint` is the router's URL, or a function giving the current one (a chain's router
+    changes when its router job is renewed)."""
+
+    def __init__(self, endpoint: str | Callable[[], str | None]) -> None:
         import requests
 
-        self.plan = plan
+        self._endpoint = endpoint
         self.session = requests.Session()
         self.session.trust_env = False  # cluster-internal: never through a proxy
+
+    @property
+    def endpoint(self) -> str | None:
+        return self._endpoint() if callable(self._endpoint) else self._endpoint
 
     def _call(self, method: str, path: str, url: str | None = None) -> tuple[bool, str]:
         import requests
 
+        endpoint = self.endpoint
+        if not endpoint:
+            return False, "no router yet"
         try:
-            response = self.session.request(method, self.plan.endpoint + path,
+            response = self.session.request(method, endpoint + path,
                                             params={"url": url} if url else None,
                                             timeout=ADMIN_TIMEOUT_S)
         except requests.RequestException as exc:
@@ -155,16 +166,21 @@ def replica_dir(run_dir: str, index: int) -> str:
 
 
 class Fleet:
-    """The router and every replica's watchdog, for one job."""
+    """The router and every replica's watchdog, for one job.
 
-    def __init__(self, ctx: RunContext, replicas: list[Replica], plan: routers.RouterPlan,
-                 runtime: str, on_change: Callable[[], None]) -> None:
+    `plan`: the job's own router, started here as a step; None in a chain (--serve-for), whose
+    router runs in a job of its own at `endpoint()` (chain.py)."""
+
+    def __init__(self, ctx: RunContext, replicas: list[Replica], plan: routers.RouterPlan | None,
+                 runtime: str, on_change: Callable[[], None],
+                 endpoint: Callable[[], str | None] | None = None) -> None:
         self.ctx = ctx
         self.replicas = replicas
         self.plan = plan
         self.runtime = runtime
         self.on_change = on_change
-        self.router = RouterAdmin(plan)
+        assert plan is not None or endpoint is not None
+        self.router = RouterAdmin(plan.endpoint if plan else endpoint)  # type: ignore[arg-type]
         self.router_proc: Process | None = None
         self.router_log = os.path.join(ctx.run_dir, "router.log")
         self.stopping = threading.Event()
@@ -176,7 +192,8 @@ class Fleet:
 
     def start(self) -> None:
         """The router first (its own step on the first node), then every replica's watchdog."""
-        self._start_router()
+        if self.plan is not None:
+            self._start_router()
         for replica in self.replicas:
             thread = threading.Thread(target=self._supervise, args=(replica,), daemon=True,
                                       name=f"replica-{replica.index}")
@@ -189,15 +206,16 @@ class Fleet:
         ctx.enter(Phase.WAITING_FOR_READY)
         need = ctx.spec.ready_replicas
         readiness = self.replicas[0].plan.readiness
-        prober = Prober(self.plan.endpoint, readiness, api_key=self.replicas[0].bundle.api_key)
         ctx.console.phase("ready?", f"waiting for {need} of {len(self.replicas)} replica(s) "
-                          f"to join the router at {self.plan.endpoint}")
+                          f"to join the router at {self.router.endpoint}")
         while True:
             self.check(need)
             ready = [r for r in self.replicas if r.status == "ready"]
             last = f"{len(ready)} of {need} replica(s) in the router"
-            if len(ready) >= need:
+            if len(ready) >= need and self.router.endpoint:
                 self.model = ready[0].plan.model_name
+                prober = Prober(self.router.endpoint, readiness,
+                                api_key=self.replicas[0].bundle.api_key)
                 generated = prober.generate(self.model, timeout=watch.GENERATE_TIMEOUT_S)
                 if generated.ok:
                     return
@@ -217,8 +235,7 @@ class Fleet:
     def check(self, need: int) -> None:
         """Raise on a stop, the router's exit, or fewer than `need` replicas left to serve."""
         self.ctx.check()
-        assert self.router_proc is not None
-        code = self.router_proc.poll()
+        code = self.router_proc.poll() if self.router_proc is not None else None
         if code is not None:
             if self.ctx.job_ended():
                 raise Stopped
@@ -233,6 +250,9 @@ class Fleet:
         """Every replica's step, then the router's; the job's cleanup follows (teardown)."""
         self.stopping.set()
         reason = self.ctx.stop_reason or "the job is ending"
+        if self.plan is None:  # a chain's router outlives this job: out of it first
+            for replica in self.replicas:
+                self._leave(replica)
         for replica in self.replicas:
             if replica.ctx is not None:
                 replica.ctx.request_stop(reason)
@@ -241,6 +261,17 @@ class Fleet:
         self._stop_router()
         for replica in self.replicas:
             teardown.remove_secrets(replica.bundle)
+
+    def placed(self) -> dict[str, Any]:
+        """Where the job's record says it serves: its router (the job's own, or the chain's)."""
+        plan = self.plan
+        if plan is None:
+            endpoint = self.router.endpoint
+            return dict(endpoint=endpoint, router=dict(endpoint=endpoint, route=self.ctx.spec.route,
+                                                       chain=self.ctx.spec.name))
+        return dict(endpoint=plan.endpoint, head=plan.host, port=plan.port,
+                    router=dict(endpoint=plan.endpoint, metrics=plan.metrics, policy=plan.policy,
+                                route=self.ctx.spec.route, log=self.router_log))
 
     def show_failed_logs(self) -> None:
         for replica in self.replicas:
@@ -337,7 +368,7 @@ class Fleet:
                                       step=replica.step)
             ready = watch.wait_ready(rctx, replica.serving)
             replica.plan = ready.plan
-            self._join(replica)
+            self._join(replica, rctx)
             self._watch(replica, rctx, replica.serving)
         except Stopped:
             return None
@@ -364,17 +395,53 @@ class Fleet:
                                   f"({health.detail}, {misses} probes in a row)")
             rctx.stop.wait(watch.POLL_S)
 
-    def _join(self, replica: Replica) -> None:
-        ok, text = self.router.add(replica.endpoint)
-        if not ok and replica.endpoint in self.router.workers():
-            ok = True  # an earlier join the router finished after all
-        if not ok:
-            raise LaunchError(f"the router did not take {replica.endpoint}: {text}")
+    def _join(self, replica: Replica, rctx: RunContext) -> None:
+        while True:
+            ok, text = self.router.add(replica.endpoint)
+            if not ok and replica.endpoint in self.router.workers():
+                ok = True  # an earlier join the router finished after all
+            if ok:
+                break
+            if self.plan is not None:
+                raise LaunchError(f"the router did not take {replica.endpoint}: {text}")
+            rctx.check()  # a chain's router job may still be starting (or being replaced)
+            self.ctx.console.status(f"replica {replica.index} ready, waiting for the "
+                                    f"deployment's router: {text}")
+            rctx.stop.wait(1.0)
         replica.joined = True
         self._set(replica, "ready")
         ready = sum(r.status == "ready" for r in self.replicas)
         self.ctx.console.phase("router", f"replica {replica.index} ({replica.endpoint}) "
                                f"joined: {ready} of {len(self.replicas)} in")
+
+    def rejoin(self) -> list[int]:
+        """Joined replicas the router lost (a new or restarted router job) join again."""
+        members = set(self.router.workers()) if self.router.up() else None
+        if members is None:
+            return []
+        again = [r for r in self.replicas if r.joined and r.endpoint not in members]
+        for replica in again:
+            self.router.add(replica.endpoint)
+        return [r.index for r in again]
+
+    def drain(self, grace: float) -> tuple[int, float]:
+        """Out of the router, then until nothing runs or waits on any replica, at most `grace`
+        seconds: (requests still in flight at the end, seconds it took)."""
+        t0 = time.monotonic()
+        for replica in self.replicas:
+            self._leave(replica)
+            if replica.status == "ready":
+                self._set(replica, "draining")
+        busy = 0
+        while time.monotonic() - t0 < grace:
+            loads = [metrics.fetch(r.endpoint, self.ctx.spec.engine, r.bundle.api_key)
+                     for r in self.replicas if r.status == "draining"]
+            busy = sum(int((load.running or 0) + (load.waiting or 0)) if load else 0
+                       for load in loads)
+            if not busy:
+                break
+            self.ctx.stop.wait(0.2)
+        return busy, time.monotonic() - t0
 
     def _leave(self, replica: Replica) -> None:
         with self._lock:

@@ -127,12 +127,15 @@ def _rows(text: str) -> list[dict[str, str]]:
             for line in lines[1:]]
 
 
-def job_states(job_ids: Sequence[str]) -> dict[str, JobState]:
-    """State of each job; jobs squeue no longer lists are GONE."""
+def job_states(job_ids: Sequence[str], strict: bool = False) -> dict[str, JobState]:
+    """State of each job; jobs squeue no longer lists are GONE. `strict`: a LaunchError when
+    squeue fails, rather than every job GONE (for decisions that start jobs)."""
     if not job_ids:
         return {}
     result = runner.run(["squeue", "--jobs", ",".join(job_ids), "--states=all",
                          "--format=%i|%T"], timeout=30)
+    if strict and not result.ok and "Invalid job id" not in result.err:
+        raise LaunchError(f"squeue failed: {(result.err or result.out).strip()[:200]}")
     states = {job_id: JobState.GONE for job_id in job_ids}
     for row in _rows(result.out if result.ok else ""):
         job_id = row.get("JOBID", "")

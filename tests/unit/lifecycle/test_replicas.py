@@ -152,7 +152,7 @@ def start_router(tmp_path: Path, route: str = "round-robin"
                              bind="127.0.0.1")
     log = (tmp_path / "router.log").open("w")
     proc = subprocess.Popen(plan.argv(), stdout=log, stderr=subprocess.STDOUT)
-    admin = replicas.RouterAdmin(plan)
+    admin = replicas.RouterAdmin(plan.endpoint)
     deadline = time.monotonic() + 30
     while not admin.up():
         assert proc.poll() is None, (tmp_path / "router.log").read_text()
