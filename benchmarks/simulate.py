@@ -11,6 +11,10 @@ measured here are named ASSUMED in Params. Two parameter sets:
   file system and a network as assumed below, and the real vLLM image; it gives the
   prediction up to 1,000 nodes.
 
+Not modelled: the queue wait and slurmctld's allocation (under `slurmserve submit` the driver
+runs in the batch job, on its first node, and then runs the same steps), and the engine's own
+model load after launch, which is the same for every mode.
+
     python benchmarks/simulate.py          # writes results/simulate.json and results/simulate.svg
     python benchmarks/simulate.py --check  # the model against the sandbox's figures, per N
 

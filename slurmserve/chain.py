@@ -53,15 +53,17 @@ class Chain:
     router_endpoint: str | None = None
     stopping: str | None = None  # why the deployment is ending; None while it serves
     replacements: int = 0  # serving jobs submitted since one was last ready
-    last_active: float | None = None  # wall clock of the last request served (--idle-timeout)
+    handovers: tuple[dict[str, Any], ...] = ()  # each serving job's handover, wall clock
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return dataclasses.asdict(self) | {"handovers": list(self.handovers)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Chain:
         known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        fields_ = {k: v for k, v in data.items() if k in known}
+        fields_["handovers"] = tuple(fields_.get("handovers") or ())
+        return cls(**fields_)
 
 
 def record_path(name: str) -> Path:
@@ -102,6 +104,13 @@ def update(name: str, **changes: Any) -> Chain | None:
     with locked(name):
         chain = load(name)
         return None if chain is None else _save(dataclasses.replace(chain, **changes))
+
+
+def add_handover(name: str, event: dict[str, Any]) -> None:
+    with locked(name):
+        chain = load(name)
+        if chain is not None:
+            _save(dataclasses.replace(chain, handovers=(*chain.handovers, event)))
 
 
 def end(name: str, reason: str) -> None:
@@ -159,7 +168,8 @@ def sbatch(script: str) -> str:
 
 
 def lead_s(spec: ServeSpec) -> float:
-    """How long before a job's end its successor is submitted (--handover)."""
+    """How long before a job's end its successor is submitted (--handover); the default is
+    spec.py's too (a third of --time, at most HANDOVER_MAX_S)."""
     job_s = slurm_seconds(spec.slurm.time or "") or 0.0
     return spec.handover if spec.handover is not None else min(HANDOVER_MAX_S, job_s / 3)
 

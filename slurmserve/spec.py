@@ -345,6 +345,12 @@ def _chain_fits(spec: ServeSpec) -> None:
         raise SpecError("--handover", f"{spec.handover:g}s is not shorter than --time "
                         f"{spec.slurm.time} ({job_s:g}s)", "give a lead time under the job's "
                         "length, covering queue wait plus model start")
+    router_s = slurm_seconds(spec.router_time) if spec.router_time else None
+    lead = spec.handover if spec.handover is not None else min(600.0, job_s / 3)
+    if router_s is not None and lead >= router_s:
+        raise SpecError("--router-time", f"{spec.router_time} ({router_s:g}s) is not longer "
+                        f"than the handover lead ({lead:g}s)", "give the router job a longer "
+                        "--router-time (it renews itself that long before its end)")
 
 
 def slurm_seconds(value: str) -> float | None:

@@ -75,6 +75,7 @@ class ChainWatch:
             say("handover", "--serve-for ends with this job: no successor")
             return
         me = ctx.job.job_id
+        event: dict[str, object] = {"from": me, "warned": time.time()}
         for _attempt in range(SUCCESSOR_ATTEMPTS):
             try:
                 successor = chain.submit_job(self.name, chain.SERVE, besides={me}) or next(
@@ -88,9 +89,10 @@ class ChainWatch:
             if successor is None:
                 return  # the deployment is ending
             self.successor = successor
+            event.update(to=successor, submitted=time.time())
             say("handover", f"time limit in about {now.handover_s:g}s: successor job "
                             f"{successor} submitted, serving until it is ready")
-            ready = self._wait_ready(successor)
+            ready = self._wait_ready(successor, event)
             if ready is None:
                 return  # this job was stopped meanwhile
             if ready:
@@ -100,19 +102,28 @@ class ChainWatch:
             say("handover", f"no successor got ready in {SUCCESSOR_ATTEMPTS} attempts: "
                             "serving until the time limit")
             return
+        event["ready"] = time.time()
         busy, took = self.fleet.drain(now.drain_grace_s)
+        chain.add_handover(self.name, {**event, "drained": time.time(), "drain_s": took,
+                                       "still_running": busy})
         say("handover", f"job {self.successor} serves; drained in {took:.1f}s"
                         + (f", {busy} request(s) still running at --drain-grace" if busy else ""))
         ctx.request_stop(f"handed over to job {self.successor}", announce=True)
 
-    def _wait_ready(self, job_id: str) -> bool | None:
-        """True once `job_id` serves, False if it ended first, None if this job stopped."""
-        while not self.ctx.stop.wait(CHECK_S):
+    def _wait_ready(self, job_id: str, event: dict[str, object]) -> bool | None:
+        """True once `job_id` serves, False if it ended first, None if this job stopped.
+        `event` gets the time the successor's driver started ("started")."""
+        asked = time.monotonic()
+        while not self.ctx.stop.wait(CHECK_S / 4):  # the record is a file: read it often
             record = state.read(job_id)
+            if record is not None and record.status is not Status.PENDING:
+                event.setdefault("started", time.time())
             if record is not None and record.status is Status.READY:
                 return True
             if record is not None and record.status in state.TERMINAL:
                 return False
-            if slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
-                return False
+            if time.monotonic() - asked >= CHECK_S * 2:  # squeue: less often
+                asked = time.monotonic()
+                if slurm.job_states([job_id])[job_id] not in slurm.ACTIVE_STATES:
+                    return False
         return None

@@ -15,15 +15,16 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import subprocess
 import sys
 import threading
 import time
 from typing import Any
 
-from .. import chain, router, slurm, state
+from .. import chain, router, runner, slurm, state
 from ..console import Console
 from ..errors import LaunchError
+from ..render import render_template
+from ..runtimes import _common as common
 from ..spec import ServeSpec, load_spec
 from ..state import STOP_MARKER, JobRecord, Status
 from .replicas import ROUTER_START_S, RouterAdmin
@@ -48,7 +49,7 @@ class RouterJob:
         self.renew = threading.Event()  # USR1: the time limit is near
         self.successor: str | None = None
         self.status = Status.STARTING
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: runner.Process | None = None
 
     def record(self) -> JobRecord:
         return JobRecord(job=self.job.job_id, status=self.status, name=self.name,
@@ -93,9 +94,10 @@ class RouterJob:
             self._end()
 
     def _start(self) -> None:
-        log = open(self.log, "ab")  # noqa: SIM115 - the router writes it for its lifetime
-        self.proc = subprocess.Popen(self.plan.argv(), stdout=log, stderr=subprocess.STDOUT,
-                                     env={**os.environ, router.MARK_VAR: self.job.job_id})
+        script = render_template("router.sh.j2", argv=self.plan.argv(), log=self.log,
+                                 job_id=self.job.job_id, mark_var=router.MARK_VAR,
+                                 node_var=common.NODE_VAR)
+        self.proc = runner.start(["bash", "-c", script])  # it writes its own log
         deadline = time.monotonic() + ROUTER_START_S
         while not self.admin.up():
             if self.proc.poll() is not None:
@@ -166,10 +168,10 @@ class RouterJob:
     def _end(self) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            proc.terminate()
+            proc.send_signal(signal.SIGTERM)
             try:
                 proc.wait(10)
-            except subprocess.TimeoutExpired:
+            except runner.TimeoutExpired:
                 proc.kill()
         if self.status is not Status.FAILED:
             self.status = Status.STOPPED

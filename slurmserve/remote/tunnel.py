@@ -1,7 +1,9 @@
 """A local port forwarded through the login host to a job's endpoint, surviving reconnects.
 
 Each local connection gets its own SSH "direct-tcpip" channel to HEAD:PORT over the session's
-one connection. `supervise` keeps that connection up (reconnecting with backoff after a drop)
+one connection. After a retarget (the deployment's endpoint moved), a connection moves to
+the new endpoint between two HTTP requests: when the client speaks after the endpoint did.
+`supervise` keeps that connection up (reconnecting with backoff after a drop)
 and watches the job, returning the reason once it ends.
 """
 
@@ -66,7 +68,8 @@ class Tunnel:
         return self
 
     def retarget(self, host: str, port: int) -> None:
-        """New connections go to host:port (a deployment's next job); open ones finish."""
+        """New connections go to host:port (a deployment's next job), and so does the next
+        request of a kept-alive one; a request under way finishes where it started."""
         self.host, self.port = host, port
 
     def close(self) -> None:
@@ -89,36 +92,49 @@ class Tunnel:
             threading.Thread(target=self._serve, args=(client, origin), daemon=True).start()
 
     def _serve(self, client: socket.socket, origin: tuple[str, int]) -> None:
-        try:
-            chan = self.session.open_forward(self.host, self.port, origin, retry_for=RECONNECT_FOR)
-        except RemoteError as exc:
-            self.on_event(f"cannot forward a connection: {exc}")
+        target = (self.host, self.port)
+        chan = self._open(target, origin)
+        if chan is None:
             client.close()
             return
+        answered = False  # the endpoint spoke last: the connection is between two requests
         try:
-            _pump(client, chan, self._closed)
-        finally:
-            chan.close()
-            client.close()
-
-
-def _pump(sock: socket.socket, chan: Any, closed: threading.Event) -> None:
-    """Copy bytes both ways until either side closes."""
-    while not closed.is_set():
-        ready, _, _ = select.select([sock, chan], [], [], 1.0)
-        try:
-            if sock in ready:
-                data = sock.recv(65536)
-                if not data:
-                    return
-                chan.sendall(data)
-            if chan in ready:
-                data = chan.recv(65536)
-                if not data:
-                    return
-                sock.sendall(data)
+            while not self._closed.is_set():
+                ready, _, _ = select.select([client, chan], [], [], 1.0)
+                if client in ready:
+                    data = client.recv(65536)
+                    if not data:
+                        return
+                    if answered and (self.host, self.port) != target:
+                        # A kept-alive connection starts its next request after a retarget:
+                        # it goes to the new endpoint, before the old one ends and drops it.
+                        chan.close()
+                        target = (self.host, self.port)
+                        chan = self._open(target, origin)
+                        if chan is None:
+                            return
+                        ready = []
+                    chan.sendall(data)
+                    answered = False
+                if chan in ready:
+                    data = chan.recv(65536)
+                    if not data:
+                        return
+                    client.sendall(data)
+                    answered = True
         except (OSError, EOFError):
             return
+        finally:
+            if chan is not None:
+                chan.close()
+            client.close()
+
+    def _open(self, target: tuple[str, int], origin: tuple[str, int]) -> Any:
+        try:
+            return self.session.open_forward(*target, origin, retry_for=RECONNECT_FOR)
+        except RemoteError as exc:
+            self.on_event(f"cannot forward a connection: {exc}")
+            return None
 
 
 def supervise(session: Session, job_ended: Callable[[], str | None], *, poll: float = 3.0,

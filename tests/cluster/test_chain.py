@@ -248,3 +248,71 @@ def test_idle_timeout_ends_the_whole_chain(sandbox, standin_tarball, tmp_path):
             subprocess.run(["scancel", *jobs], check=False)
     for job in jobs:
         assert not our_containers(sandbox, job)
+
+
+def test_the_router_job_renews_itself_and_a_cancelled_one_is_replaced(
+        sandbox, standin_tarball, station, tmp_path):  # noqa: F811
+    """The router's own job hands over like a serving job (the tunnel follows, no request
+    lost), and a router job cancelled outright is replaced by the serving job."""
+    name = f"reroute-{uuid.uuid4().hex[:8]}"
+    remote = ("--remote", "sandbox")
+    submit = ("submit", "sglang", "org/tiny", "--image", str(standin_tarball), "--runtime",
+              RUNTIME, *STANDIN, "--log-dir", str(tmp_path / "cluster-logs"), "--name", name,
+              "--serve-for", "30m", "--time", "8", "--handover", "100s", "--drain-grace", "10s",
+              "--router-time", "3", *remote, "--json")
+
+    def url() -> str:
+        proc = station.cli("url", name, *remote)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    jobs: list[str] = []
+    tunnel = None
+    loop = None
+    try:
+        first = station.cli(*submit, timeout=300)
+        assert first.returncode == 0, first.stderr
+        info = json.loads(first.stdout.strip().splitlines()[-1])
+        jobs += [info["router_job"], info["job"]]
+        first_router = url()
+        tun_out, tun_err = tmp_path / "tunnel.out", tmp_path / "tunnel.err"
+        tunnel = station.popen("tunnel", name, *remote, out=tun_out, err=tun_err)
+        local = _wait_for(tun_out, r"^OPENAI_BASE_URL=(http://127\.0\.0\.1:\d+/v1)$", 30)[1]
+        loop = ClientLoop(local).start()
+        renewed = wait_until(lambda: (now := url()) and now != first_router and now, 200,
+                             "the router job renewed itself")
+        _wait_for(tun_err, rf"{name} is served by {renewed} now", 30)
+        time.sleep(15)  # past the old router's drain grace: it has ended
+        renewal_failed = list(loop.failed)
+        assert not renewal_failed, [o.error for o in renewal_failed[:3]]
+        rows = json.loads(station.cli("status", name, "--json", "--no-health", *remote).stdout)
+        routers = [r for r in rows if r.get("role") == "router"]
+        jobs.extend(r["job"] for r in rows if r["job"] not in jobs)
+        assert routers[0]["status"] == "stopped" and routers[-1]["status"] == "ready", routers
+        cancelled_at = time.time()
+        subprocess.run(["scancel", routers[-1]["job"]], check=True)
+        replaced = wait_until(lambda: (now := url()) and now not in (renewed, first_router)
+                              and now, 120, "a replacement router job")
+        _wait_for(tun_err, rf"{name} is served by {replaced} now", 30)
+        recovered_at = time.time()
+        time.sleep(5)
+        loop.stop()
+        late = [o for o in loop.outcomes if o.started > recovered_at + 1]
+        lost = [o for o in loop.failed if o.started >= cancelled_at]
+        print(f"\nrouter renewed {first_router} -> {renewed} with 0 failed requests; router "
+              f"job cancelled: {replaced} serves after {recovered_at - cancelled_at:.1f}s, "
+              f"{len(lost)} requests failed meanwhile")
+        assert late and not [o for o in late if o.error], [o.error for o in late if o.error][:3]
+        stop = station.cli("stop", name, *remote, "--json", timeout=300)
+        assert stop.returncode == 0, stop.stderr
+        rows = json.loads(station.cli("status", name, "--json", "--no-health", *remote).stdout)
+        jobs.extend(r["job"] for r in rows if r["job"] not in jobs)
+        assert {r["status"] for r in rows} <= {"stopped", "ended"}, rows
+    finally:
+        if loop:
+            loop.stop()
+        if tunnel and tunnel.poll() is None:
+            tunnel.kill()
+        if jobs:
+            subprocess.run(["scancel", *jobs], check=False)
+    for job in jobs:
+        assert not our_containers(sandbox, job)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 
@@ -63,7 +64,7 @@ def test_submit_starts_the_router_job_then_the_serving_job(batch, tmp_path):
     record = api.submit(_spec(tmp_path, router_partition="cpu", router_time="2-00:00:00"))
     sbatches = [c for c in batch.calls if c[0] == "sbatch"]
     assert len(sbatches) == 2
-    router_script = open(sbatches[0][-1]).read()
+    router_script = Path(sbatches[0][-1]).read_text()
     assert "#SBATCH --partition=cpu\n" in router_script
     assert "#SBATCH --time=2-00:00:00\n" in router_script
     assert "#SBATCH --cpus-per-task=1\n" in router_script

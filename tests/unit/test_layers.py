@@ -14,7 +14,7 @@ MODULES = sorted(PACKAGE.rglob("*.py"))
 
 #: Deciding what runs where is pure: no process, no SLURM, no lifecycle, no tools or front ends.
 DECIDE = ("engines", "runtimes", "router", "plan", "spec", "envfile", "render", "images")
-ACT = ("runner", "slurm", "lifecycle", "metrics")
+ACT = ("runner", "slurm", "lifecycle", "metrics", "chain")
 FRONT = ("api", "cli", "client", "remote", "tools", "__main__")
 #: The CLI parses and prints; everything it does goes through these.
 CLI_MAY_IMPORT = {"api", "client", "errors", "cli"}

@@ -181,7 +181,7 @@ def test_every_route_starts_the_router_with_no_replica_yet(tmp_path, route) -> N
 
 def complete(admin: replicas.RouterAdmin, key: str | None = None) -> requests.Response:
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    return requests.post(f"{admin.plan.endpoint}/v1/completions", headers=headers,
+    return requests.post(f"{admin.endpoint}/v1/completions", headers=headers,
                          json={"model": "m", "prompt": "p", "max_tokens": 1}, timeout=10)
 
 
@@ -282,12 +282,13 @@ def _fleet(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcomes: list[str |
     fleet.ctx, fleet.replicas, fleet.runtime = ctx, [replica], "docker"
     fleet.on_change = lambda: changes.append(replica.status)
     fleet.router = FakeRouter()  # type: ignore[assignment]
+    fleet.plan = router.RouterPlan.for_job("4242", "10.0.0.1", "prefix")  # the job's own
     fleet.stopping = threading.Event()
     fleet._lock = threading.Lock()
     left = iter(outcomes)
 
     def attempt(r: replicas.Replica, rctx: RunContext) -> str | None:
-        fleet._join(r)
+        fleet._join(r, rctx)
         return next(left)
 
     monkeypatch.setattr(fleet, "_attempt", attempt)

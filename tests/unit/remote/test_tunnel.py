@@ -79,6 +79,52 @@ def test_a_local_port_reaches_the_endpoint_through_the_session():
     echo.sock.close()
 
 
+class Answering(Echo):
+    """Answers each whole line (a request) with its tag and the line upper-cased, as an HTTP
+    server answers only a whole request."""
+
+    def __init__(self, tag: bytes) -> None:
+        self.tag = tag
+        self.connected = threading.Event()
+        super().__init__()
+
+    def _serve(self, conn: socket.socket) -> None:  # type: ignore[override]
+        self.connected.set()
+        pending = b""
+        with conn:
+            while data := conn.recv(65536):
+                pending += data
+                while b"\n" in pending:
+                    line, pending = pending.split(b"\n", 1)
+                    conn.sendall(self.tag + line.upper() + b"\n")
+
+
+def test_a_kept_alive_connection_moves_to_the_new_endpoint_between_requests():
+    old, new = Answering(b"old:"), Answering(b"new:")
+    with Tunnel(FakeSession(), "127.0.0.1", old.port) as tun, \
+            socket.create_connection(("127.0.0.1", tun.local_port), timeout=5) as conn:
+        conn.sendall(b"first\n")
+        assert conn.recv(65536) == b"old:FIRST\n"
+        tun.retarget("127.0.0.1", new.port)
+        conn.sendall(b"second\n")  # the next request on the same client connection
+        assert conn.recv(65536) == b"new:SECOND\n"
+    old.sock.close()
+    new.sock.close()
+
+
+def test_a_request_under_way_finishes_where_it_started():
+    old, new = Answering(b"old:"), Answering(b"new:")
+    with Tunnel(FakeSession(), "127.0.0.1", old.port) as tun, \
+            socket.create_connection(("127.0.0.1", tun.local_port), timeout=5) as conn:
+        conn.sendall(b"part one ")
+        assert old.connected.wait(5)  # forwarded to the old endpoint before the retarget
+        tun.retarget("127.0.0.1", new.port)
+        conn.sendall(b"part two\n")  # the client spoke last: the same request, not moved
+        assert conn.recv(65536) == b"old:PART ONE PART TWO\n"
+    old.sock.close()
+    new.sock.close()
+
+
 def test_a_forward_the_login_host_refuses_is_reported_and_closed():
     events: list[str] = []
     tun = Tunnel(FakeSession(), "127.0.0.1", 1, on_event=events.append)  # type: ignore[arg-type]
