@@ -116,6 +116,7 @@ def main() -> None:
                       for m in cluster["stop_modes"]]
             lines.append("")
     lines += _replicas(_load("replicas.json"))
+    lines += _handovers(_load("handover.json"))
     lines += _simulated(_load("simulate.json"))
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
@@ -157,6 +158,37 @@ def _replicas(r: dict) -> list[str]:
               f"20 ms): out of the router after {f['removed_s']:.2f} s (target 1 s), back in "
               f"it after {f['back_s']:.1f} s (2 s backoff, then its restart and readiness).",
               ""]
+    return lines
+
+
+def _handovers(h: dict) -> list[str]:
+    """`submit --serve-for` (benchmarks/handover.py): what a handover costs per job length."""
+    if not h:
+        return []
+    lines = ["## Handovers (`submit --serve-for`)", "",
+             f"{h['machine']}; the real vllm-router in its own job. Each chain served an open "
+             "loop of chat requests through the router while its jobs handed over. Queue: the "
+             "successor's submission to its driver's start. Submit -> ready: to its replicas "
+             "passing their own readiness check (one generation each) inside the router. "
+             "Overlap: the successor's start to the old job's end, while both hold their nodes "
+             "(the price of zero downtime), also as a share of the job length.", "",
+             "| job length | lead | handover | queue s | submit -> ready s | drain s | "
+             "overlap s | overlap / length | failed requests |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for run in h["runs"]:
+        for k in run["handovers"]:
+            lines.append(f"| {run['job_minutes']} min | {run['lead_s']} s | job {k['from']} -> "
+                         f"{k['to']} | {k['queue_s']:.1f} | {k['submit_to_ready_s']:.1f} | "
+                         f"{k['drain_s']:.1f} | {k['overlap_s']:.1f} | "
+                         f"{k['overlap_share']:.1%} | {k['failed']} |")
+    total = sum(r["requests"] for r in h["runs"])
+    failed = sum(r["failed"] for r in h["runs"])
+    rate = h["runs"][0]["rate_per_s"]
+    lines += ["", f"Load: {rate:g} requests/s; {total} requests in all, {failed} failed. The "
+              "overlap is the successor's start-up (image load included where its node lacked "
+              "the image) plus the drain, and does not grow with the job length, so its share "
+              "falls as jobs get longer: with a real model's start of minutes it is that start "
+              "over the job length.", ""]
     return lines
 
 
