@@ -204,6 +204,13 @@ def parallel_load(nodes: list[str], path: str) -> float:
     return time.monotonic() - t0
 
 
+def settle() -> None:
+    """The same start for either arm: the previous arm's dirty pages written back and the page
+    cache dropped (else the second arm pays the first's writeback, and reads its cache)."""
+    subprocess.run(["sync"], check=True)
+    Path("/proc/sys/vm/drop_caches").write_text("3\n")
+
+
 def remove_image(nodes: list[str], image: str) -> None:
     for n in nodes:
         node_docker(n, "rmi", "-f", image, check=False)
@@ -220,10 +227,11 @@ def bench_overhead(all_nodes, path, counts, *extra: str) -> list[dict]:
         names = [name for name, _ in nodes]
         run = Run(names, path, *extra)  # image already present from earlier runs
         ready_s = run.wait_ready()
+        timeline = run.state().get("timeline", {})
         run.stop()
         hand_s = by_hand(nodes, image)
         rows.append({"nodes": n, "slurmserve_ready_s": ready_s, "by_hand_health_s": hand_s,
-                     "overhead_s": ready_s - hand_s})
+                     "overhead_s": ready_s - hand_s, "timeline": timeline})
         print(f"overhead N={n}: slurmserve {ready_s:.2f}s, by hand {hand_s:.2f}s, "
               f"overhead {ready_s - hand_s:+.2f}s", flush=True)
     return rows
@@ -247,10 +255,12 @@ def bench_distribution(all_nodes, path, n, rounds: int = 6) -> dict:
 
     def by_hand_arm() -> None:
         remove_image(nodes, image)
+        settle()
         hand.append(parallel_load(nodes, path))
 
     def slurmserve_arm() -> None:
         remove_image(nodes, image)
+        settle()
         run = Run(nodes, path, "--stage", "direct", "--no-check-args")
         run.wait_ready()
         ours.append(load_seconds(run))
@@ -362,6 +372,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", default="1,2,3")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/cluster.json"))
+    parser.add_argument("--only", help="comma-separated parts to re-measure, kept beside the "
+                        "others in --out (overhead, overhead_no_check_args, distribution, ...)")
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
     all_nodes = nodes_up()
@@ -369,18 +381,22 @@ def main() -> None:
         sys.exit(f"sandbox has {len(all_nodes)} nodes; run `tests/cluster/sandbox up --nodes "
                  f"{max(counts)}`")
     path = tarball()
-    results = {
-        "machine": {"cpus": os.cpu_count()},
-        "overhead": bench_overhead(all_nodes, path, counts),
+    parts = {
+        "overhead": lambda: bench_overhead(all_nodes, path, counts),
         # the same lifecycle without the argument check (one container start plus the
         # engine's parser import, before launch)
-        "overhead_no_check_args": bench_overhead(all_nodes, path, counts, "--no-check-args"),
-        "distribution": bench_distribution(all_nodes, path, min(3, max(counts))),
-        "failure": bench_failure(all_nodes, path),
-        "teardown": bench_teardown(all_nodes[: max(counts)], path),
-        "stop_modes": bench_stop_modes(all_nodes, path),
+        "overhead_no_check_args": lambda: bench_overhead(all_nodes, path, counts,
+                                                         "--no-check-args"),
+        "distribution": lambda: bench_distribution(all_nodes, path, min(3, max(counts))),
+        "failure": lambda: bench_failure(all_nodes, path),
+        "teardown": lambda: bench_teardown(all_nodes[: max(counts)], path),
+        "stop_modes": lambda: bench_stop_modes(all_nodes, path),
     }
     out = Path(args.out)
+    only = args.only.split(",") if args.only else list(parts)
+    results = json.loads(out.read_text()) if args.only and out.exists() else {}
+    results["machine"] = {"cpus": os.cpu_count()}
+    results.update({name: parts[name]() for name in only})
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {out}")

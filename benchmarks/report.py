@@ -67,6 +67,7 @@ def main() -> None:
                   "parser in one container on the head) is part of `run` since issue 13; the "
                   "last column is the same lifecycle without it. One sample per cell, both "
                   "columns in one run (about +/-0.2 s between runs on this 2-core machine)."]
+        lines += _timeline(cluster["overhead"])
         d = cluster["distribution"]
         size = d["tarball_bytes"] / 1e9
         lines += ["", f"## Image distribution ({d['nodes']} nodes, {size:.2f} GB tarball)", "",
@@ -158,6 +159,27 @@ def _replicas(r: dict) -> list[str]:
               f"20 ms): out of the router after {f['removed_s']:.2f} s (target 1 s), back in "
               f"it after {f['back_s']:.1f} s (2 s backoff, then its restart and readiness).",
               ""]
+    return lines
+
+
+def _timeline(rows: list[dict]) -> list[str]:
+    """Where the time to READY goes: the driver's own timeline (state.json), per phase."""
+    rows = [r for r in rows if r.get("timeline")]
+    if not rows:
+        return []
+    events = list(dict.fromkeys(e for r in rows for e in r["timeline"]))
+    spans = [f"{a} -> {b}" for a, b in zip(events, events[1:], strict=False)]
+    lines = ["", "Per phase (s), from the driver's timeline in its record (`timeline` in "
+             "state.json: each event's seconds after the process started; `process` is the "
+             "interpreter's start, so the first span is Python start-up and imports):", "",
+             "| nodes | " + " | ".join(spans) + " | process -> ready | by hand |",
+             "|---" * (len(spans) + 3) + "|"]
+    for r in rows:
+        t = r["timeline"]
+        cells = [f"{t[b] - t[a]:.3f}" if a in t and b in t else "-"
+                 for a, b in zip(events, events[1:], strict=False)]
+        lines.append(f"| {r['nodes']} | " + " | ".join(cells) +
+                     f" | {t.get('ready', 0):.2f} | {r['by_hand_health_s']:.2f} |")
     return lines
 
 

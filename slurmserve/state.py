@@ -157,6 +157,7 @@ class JobRecord:
     cleanup_removed: int | None = None
     cleanup_unchecked: tuple[str, ...] = ()
     distribution: Mapping[str, Any] = field(default_factory=dict)
+    timeline: Mapping[str, float] = field(default_factory=dict)  # event -> s after process start
     script: str | None = None
     updated: float | None = None
 
@@ -186,6 +187,8 @@ class JobRecord:
             data["replicas"] = [r.to_dict() for r in self.replicas]
         if self.router:
             data["router"] = dict(self.router)
+        if self.timeline:
+            data["timeline"] = dict(self.timeline)
         return data
 
     @classmethod
@@ -207,10 +210,12 @@ class JobRecord:
         fields_["distribution"] = dict(data.get("distribution") or {})
         fields_["replicas"] = tuple(ReplicaRecord.from_dict(r) for r in data.get("replicas") or ())
         fields_["router"] = dict(data.get("router") or {})
+        fields_["timeline"] = dict(data.get("timeline") or {})
         return cls(**fields_)
 
 
-_EMPTY_OMITTED = ("nodes", "cleanup_unchecked", "distribution", "replicas", "router")
+_EMPTY_OMITTED = ("nodes", "cleanup_unchecked", "distribution", "replicas", "router",
+                  "timeline")
 
 
 def index_dir() -> Path:

@@ -49,8 +49,9 @@ def status_table(rows: Sequence[JobStatus]) -> None:
         return
     header = ("JOB", "SLURM", "STATUS", "HEALTH", "ENDPOINT", "MODEL", "NODES")
     for line in _table(header, [(
-            r.job, r.slurm_state, r.status.value, _health(r.healthy), r.endpoint or "-",
-            r.model or "-", ",".join(r.nodes) or "-") for r in rows]):
+            f"{r.job} (router)" if r.role == "router" else r.job, r.slurm_state,
+            r.status.value, _health(r.healthy), r.endpoint or "-", r.model or "-",
+            ",".join(r.nodes) or "-") for r in rows]):
         click.echo(line)
 
 

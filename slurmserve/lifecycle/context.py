@@ -19,6 +19,17 @@ from ..state import STOP_MARKER, Phase
 FAILURE_SETTLE_S = 0.5  # gather failures of other nodes that follow the first
 
 
+def process_started() -> float:
+    """When this process started (wall clock, to the kernel's 10 ms tick); now without /proc."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return time.time()
+    age = time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    return time.time() - max(0.0, age)
+
+
 @dataclass(frozen=True)
 class Failure:
     rank: int
@@ -45,9 +56,21 @@ class RunContext:
     first_failure: float = 0.0
     started: float = field(default_factory=time.monotonic)
     subdir: str = ""  # a replica's own directory under the job's run dir
+    marks: dict[str, float] = field(default_factory=dict)  # the timeline: event -> wall clock
 
     def __post_init__(self) -> None:
         self.steps = StepRunner(self.job, len(self.nodes), self.run_dir, self.stop, self.job_ended)
+        self.marks.setdefault("process", process_started())
+        self.mark("driver")
+
+    def mark(self, event: str) -> None:
+        """The first time `event` happened, for the record's timeline."""
+        self.marks.setdefault(event, time.time())
+
+    def timeline(self) -> dict[str, float]:
+        """Each event's seconds after the process started, in order."""
+        start = self.marks["process"]
+        return {event: round(at - start, 3) for event, at in self.marks.items()}
 
     @property
     def run_dir(self) -> str:
@@ -60,6 +83,7 @@ class RunContext:
 
     def enter(self, phase: Phase) -> None:
         self.phase = phase
+        self.mark(phase.value)
 
     def phase_now(self) -> str:
         if self.phase == Phase.WAITING_FOR_READY and len(self.running) < self.ranks:

@@ -197,6 +197,7 @@ class Lifecycle:
     def _announce_ready(self) -> None:
         ctx = self.ctx
         self.status = Status.READY
+        ctx.mark("ready")
         path = self.write_record()
         ctx.console.result(ready_lines(self.record(), ctx.spec,
                                        time.monotonic() - ctx.started, path))
@@ -247,7 +248,7 @@ class Lifecycle:
             engine_version=self.args.summary or None, nodes=nodes, **placed,
             cleanup_removed=cleanup.removed if cleanup else None,
             cleanup_unchecked=tuple(cleanup.unchecked) if cleanup else (),
-            distribution=dict(self.distribution.details))
+            distribution=dict(self.distribution.details), timeline=ctx.timeline())
 
     def write_record(self, cleanup: Cleanup | None = None) -> str:
         with self._record_lock:
