@@ -167,7 +167,8 @@ def _timeline(rows: list[dict]) -> list[str]:
     rows = [r for r in rows if r.get("timeline")]
     if not rows:
         return []
-    events = list(dict.fromkeys(e for r in rows for e in r["timeline"]))
+    events = list(dict.fromkeys(e for r in rows for e, _ in sorted(  # in time order
+        r["timeline"].items(), key=lambda item: item[1])))
     spans = [f"{a} -> {b}" for a, b in zip(events, events[1:], strict=False)]
     lines = ["", "Per phase (s), from the driver's timeline in its record (`timeline` in "
              "state.json: each event's seconds after the process started; `process` is the "

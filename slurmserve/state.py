@@ -210,7 +210,9 @@ class JobRecord:
         fields_["distribution"] = dict(data.get("distribution") or {})
         fields_["replicas"] = tuple(ReplicaRecord.from_dict(r) for r in data.get("replicas") or ())
         fields_["router"] = dict(data.get("router") or {})
-        fields_["timeline"] = dict(data.get("timeline") or {})
+        # state.json sorts its keys: the events' order is their times'
+        fields_["timeline"] = dict(sorted((data.get("timeline") or {}).items(),
+                                          key=lambda item: item[1]))
         return cls(**fields_)
 
 

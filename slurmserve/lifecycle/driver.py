@@ -97,6 +97,7 @@ class Lifecycle:
 
     def start(self) -> None:
         ctx, spec = self.ctx, self.ctx.spec
+        self.write_record()  # starting: `status` (and a chain's predecessor) sees it at once
         if spec.replicas > 1 and not spec.serve_for:  # a chain's router is a job of its own
             router.require_installed()
         engine = engines.get(spec.engine)

@@ -142,6 +142,12 @@ def test_ready_then_stop_leaves_nothing(slurm, tmp_path, capsys):
     assert record.status == state.Status.STOPPED and record.endpoint == endpoint
     assert record.nodes[0].host == "n1" and record.image == run.image_id
     assert record.cleanup_removed == 0
+    timeline = list(record.timeline.items())  # each event once, in the order it happened
+    assert [e for e, _ in timeline][:3] == ["process", "driver", "preflight"]
+    assert {"image load", "argument check", "launch", "waiting for ready", "health",
+            "ready", "serving"} <= set(record.timeline)
+    assert [t for _, t in timeline] == sorted(t for _, t in timeline)
+    assert record.timeline["health"] <= record.timeline["ready"]
     loads = slurm.docker_calls("load")
     assert [node for node, _ in loads] == ["n1"]
     engine = [argv for _, argv in slurm.docker_calls("run") if "--name" in argv]
