@@ -9,6 +9,13 @@ from slurmserve import cli, runner
 from tests.unit.batch import FakeBatch, playing_driver
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Each test its own cache (argument-check verdicts, converted images): none leaks into
+    another, and none comes from this machine's."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `slurmserve ARGV` in-process; return (exit code, stdout, stderr)."""
