@@ -48,7 +48,8 @@ PYXIS_TESTS := \
 	tests/cluster/test_replicas.py::test_replicas_behind_the_router_share_the_requests \
 	tests/cluster/test_replicas.py::test_killed_replica_is_replaced_while_the_endpoint_keeps_answering \
 	tests/cluster/test_replicas.py::test_restart_never_and_last_replica_failing_ends_the_run \
-	tests/cluster/test_replicas.py::test_scancel_with_replicas_leaves_nothing_of_the_job
+	tests/cluster/test_replicas.py::test_scancel_with_replicas_leaves_nothing_of_the_job \
+	tests/cluster/test_chain.py::test_a_cancelled_serving_job_is_replaced_while_the_router_holds_requests
 
 test: install lint sandbox-up parsers
 	SLURMSERVE_PARSERS_REQUIRED=1 $(PYTHON) -m pytest -q --durations=15

@@ -181,6 +181,10 @@ def run(spec: ServeSpec, follow_logs: bool = True, quiet: bool = False,
         raise SpecError("--nodes", f"{spec.nodes} node(s) asked, but this allocation has {granted} "
                         "(SLURM_JOB_NUM_NODES)", f"use --nodes {granted}, or allocate more: "
                         f"salloc -N {spec.nodes}")
+    if spec.serve_for and (not spec.name or chain.load(spec.name) is None):
+        raise SpecError("serve_for", "a chain of jobs is started by `slurmserve submit`, not "
+                        "inside one allocation", "use `slurmserve submit ... --serve-for`, or "
+                        "drop serve_for to run here")
     from .console import Console
     from .lifecycle import driver
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from slurmserve import api, chain, router, state
+from slurmserve.errors import SpecError
 from slurmserve.spec import slurm_seconds
 from slurmserve.state import Status
 
@@ -186,3 +187,10 @@ def test_an_unknown_name_exits_2_with_one_line(command, batch, run_cli):
     code, _, err = run_cli(*command, "nosuchdeployment")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "nosuchdeployment" in err
+
+
+def test_run_with_serve_for_outside_a_chain_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    with pytest.raises(SpecError, match="serve_for: a chain of jobs is started by `slurmserve "
+                                        "submit`"):
+        api.run(_spec(tmp_path))
