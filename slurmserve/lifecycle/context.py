@@ -70,7 +70,7 @@ class RunContext:
     def timeline(self) -> dict[str, float]:
         """Each event's seconds after the process started, in order."""
         start = self.marks["process"]
-        return {event: round(at - start, 3) for event, at in self.marks.items()}
+        return {event: round(at - start, 4) for event, at in self.marks.items()}
 
     @property
     def run_dir(self) -> str:
