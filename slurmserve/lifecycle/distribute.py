@@ -50,9 +50,12 @@ def distribute(ctx: RunContext, pre: Preflight, plan: ClusterPlan) -> Distributi
         ctx.console.phase("image", f"{image[:19]} already on every node: skipped")
         if not checks:
             return Distribution(image)
-    source, staged = _stage(ctx, tarball.path if tarball else None, len(missing), "image.tar"
-                            + (".gz" if tarball and tarball.compressed else ""), tarball.size
-                            if tarball else 0)
+    if missing:
+        source, staged = _stage(ctx, tarball.path if tarball else None, len(missing),
+                                "image.tar" + (".gz" if tarball and tarball.compressed else ""),
+                                tarball.size if tarball else 0)
+    else:  # only the in-image checks run: nothing to stage
+        source, staged = (tarball.path if tarball else ctx.spec.image), False
     what = f"{tarball.size / 1e9:.2f} GB tarball" if tarball else "registry pull"
     if missing:
         ctx.console.phase("image", f"loading {image[:19]} on {len(missing)} of "

@@ -338,6 +338,22 @@ def test_sbcast_stages_the_tarball_once_on_node_local_storage(slurm, tmp_path, c
     assert not list(stage.iterdir()), "the staged copy and the markers are removed"
 
 
+def test_sbcast_stages_nothing_when_every_node_holds_the_image(slurm, tmp_path, capsys):
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    run = Run(slurm, tmp_path, nodes=2, tp=2, pp=1, launch_mode="ray", stage="sbcast",
+              stage_dir=str(stage))  # Ray mode: the in-image `ray --version` check still runs
+    for node in slurm.nodes:
+        slurm.give_image(node, run.image_id)
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert "already on every node: skipped" in run.stderr
+    assert not [c for c in slurm.calls if c[0] == "sbcast"]
+    steps = slurm.step_names()
+    assert "slurmserve-distribute" in steps  # for the in-image check (here it finds no ray)
+    assert "slurmserve-stage-check" not in steps and "image check `ray --version`" in run.stderr
+
+
 def test_hub_model_is_fetched_once_on_the_head(slurm, tmp_path, capsys):
     cache = tmp_path / "hf"
     run = Run(slurm, tmp_path, model="org/model", hf_cache=str(cache))
