@@ -95,6 +95,22 @@ def serving(rows: list[dict]) -> list[dict]:
     return [r for r in rows if r.get("role") != "router"]
 
 
+def release(jobs: list[str], loops=(), tunnel=None) -> None:
+    """What a test started, ended whatever happened: its client loops, tunnel and jobs."""
+    for loop in loops:
+        if loop:
+            loop.stop()
+    if tunnel and tunnel.poll() is None:
+        tunnel.kill()
+    if jobs:
+        subprocess.run(["scancel", *jobs], check=False)
+
+
+def nothing_left(sandbox, jobs: list[str]) -> None:
+    for job in jobs:
+        assert not our_containers(sandbox, job), f"a container of job {job} is left"
+
+
 def wait_until(check, timeout: float, what: str, every: float = 2.0):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -166,14 +182,8 @@ def test_two_handovers_under_load_lose_no_request(sandbox, standin_tarball, stat
         assert tunnel.wait(30) == 1
         assert f"deployment {name} ended" in tun_err.read_text()
     finally:
-        for loop in loops:
-            loop.stop()
-        if tunnel and tunnel.poll() is None:
-            tunnel.kill()
-        if jobs:
-            subprocess.run(["scancel", *jobs], check=False)
-    for job in jobs:
-        assert not our_containers(sandbox, job)
+        release(jobs, loops, tunnel)
+    nothing_left(sandbox, jobs)
 
 
 def test_a_cancelled_serving_job_is_replaced_while_the_router_holds_requests(
@@ -217,12 +227,8 @@ def test_a_cancelled_serving_job_is_replaced_while_the_router_holds_requests(
         assert stop.returncode == 0, stop.stderr
         assert {r["status"] for r in rows_of(name)} <= {"stopped", "ended"}
     finally:
-        if loop:
-            loop.stop()
-        if jobs:
-            subprocess.run(["scancel", *jobs], check=False)
-    for job in jobs:
-        assert not our_containers(sandbox, job)
+        release(jobs, [loop])
+    nothing_left(sandbox, jobs)
 
 
 def test_idle_timeout_ends_the_whole_chain(sandbox, standin_tarball, tmp_path):
@@ -244,10 +250,8 @@ def test_idle_timeout_ends_the_whole_chain(sandbox, standin_tarball, tmp_path):
         log = (tmp_path / "logs" / f"slurmserve-{info['router_job']}.out").read_text()
         assert "idle for 10s (--idle-timeout)" in log, log[-2000:]
     finally:
-        if jobs:
-            subprocess.run(["scancel", *jobs], check=False)
-    for job in jobs:
-        assert not our_containers(sandbox, job)
+        release(jobs)
+    nothing_left(sandbox, jobs)
 
 
 def test_the_router_job_renews_itself_and_a_cancelled_one_is_replaced(
@@ -308,11 +312,5 @@ def test_the_router_job_renews_itself_and_a_cancelled_one_is_replaced(
         jobs.extend(r["job"] for r in rows if r["job"] not in jobs)
         assert {r["status"] for r in rows} <= {"stopped", "ended"}, rows
     finally:
-        if loop:
-            loop.stop()
-        if tunnel and tunnel.poll() is None:
-            tunnel.kill()
-        if jobs:
-            subprocess.run(["scancel", *jobs], check=False)
-    for job in jobs:
-        assert not our_containers(sandbox, job)
+        release(jobs, [loop], tunnel)
+    nothing_left(sandbox, jobs)
