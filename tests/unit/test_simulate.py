@@ -67,9 +67,42 @@ def test_sbcast_grows_with_the_trees_depth_not_with_n():
 
 
 def test_sandbox_crowds_per_node_work_onto_its_cores_and_a_cluster_does_not():
-    assert sim.crowd(sim.SANDBOX, 1) == sim.crowd(sim.SANDBOX, 2) == 1.0
-    assert sim.crowd(sim.SANDBOX, 8) == 4.0
+    # the nodes and the driver's side (a node's share) on the host's 2 cores
+    assert sim.crowd(sim.SANDBOX, 1) == 1.0
+    assert sim.crowd(sim.SANDBOX, 2) == 1.5
+    assert sim.crowd(sim.SANDBOX, 8) == 4.5
     assert sim.crowd(sim.CLUSTER, 1000) == 1.0
+
+
+def test_one_reader_runs_at_its_own_measured_rate_and_many_share_the_cap():
+    p = sim.SANDBOX  # its shared cap (3 cold loads at once) is below one load's own rate
+    assert p.shared_fs_gbps < p.load_gbps
+    assert sim.node_read(p, 1, 1.0, p.load_gbps, shared=True) == (1 / p.load_gbps, "node-bound")
+    assert sim.node_read(p, 3, 1.0, p.load_gbps, shared=True) == (3 / p.shared_fs_gbps,
+                                                                    "shared-FS bound")
+
+
+def test_the_timeline_spans_cover_every_term_of_a_repeated_docker_job():
+    for n in (1, 6, 1000):
+        for p in (sim.SANDBOX, sim.CLUSTER):
+            terms = sim.ready_terms(p, n, "docker direct", warm=True, check_args=False)
+            spanned = [k for _, _, names in sim.SPANS for k in names]
+            assert sorted(spanned) == sorted(terms)
+
+
+def test_the_fitted_defaults_are_what_their_figures_give():
+    fits = sim.fits()
+    assert {"cli_s", "driver_s", "stepd_s + preflight_s", "render_s", "stepd_s + node_script_s",
+            "start_s", "probe_s", "argcheck_s", "cleanup_s", "shared_fs_gbps"} <= set(fits)
+    for name, f in fits.items():
+        assert f["fitted"] == pytest.approx(f["default"], rel=0.02, abs=0.003), name
+
+
+def test_rendezvous_waits_grow_towards_one_retry():
+    p = sim.SANDBOX
+    waits = [sim.rendezvous(p, n) for n in (1, 2, 4, 1000)]
+    assert waits[0] == 0.0 and waits == sorted(waits)
+    assert waits[-1] < p.rendezvous_retry_s
 
 
 def test_ready_and_teardown_never_shrink_with_more_nodes():
@@ -87,15 +120,22 @@ def test_the_model_reproduces_the_sandboxs_figures_within_the_stated_tolerance()
     assert any("READY" in k for k in kinds) and any("Ctrl+C" in k for k in kinds)
     assert any("sbcast" in k for k in kinds) and any("pyxis" in k for k in kinds)
     assert sum(not r["fitted"] for r in rows) >= 8  # not only the figures it was fitted to
-    outside = [r for r in rows if r["asserted"] and not r["within"]]
+    assert all(r["asserted"] for r in rows)  # slurmserve's load too: no open gap left
+    outside = [r for r in rows if not r["within"]]
     assert not outside, outside
+    # a row per kind of run, each compared with the model of that lifecycle
+    counts = {what: sum(r["what"] == what for r in rows) for what in sim.NO_CHECK_ROWS}
+    assert all(counts.values()), counts
+    first = [r for r in rows if r["what"].endswith("argument check run (first job of the layout)")]
+    assert {r["nodes"] for r in first if r["fitted"]} == set(sim.FIRST_RUNS_FITTED)
+    assert any(not r["fitted"] for r in first)
     for r in rows:
         bound = max(0.2, 0.25 * r["measured_s"])
         assert r["within"] == (abs(r["model_s"] - r["measured_s"]) <= bound + 1e-3)
 
 
 def test_a_worse_model_fails_the_check():
-    slow = replace(sim.SANDBOX, stepd_s=0.5)  # five times slurmstepd's fitted cost
+    slow = replace(sim.SANDBOX, stepd_s=0.5)  # ten times slurmstepd's assumed cost
     rows = sim.check_rows(slow)
     assert any(r["asserted"] and not r["within"] for r in rows)
     assert not sim.print_check(rows)
@@ -131,9 +171,13 @@ def test_json_has_the_documented_keys_and_is_current():
     assert {(r["mode"], r["nodes"]) for r in data["scenarios"]["cluster"]["predictions"]} == \
         {(m, n) for m in sim.MODES for n in sim.NODES}
     assert set(data["at_1000"]) == set(sim.MODES)
-    assert set(data["check"]) == {"tolerance", "rows"}
+    assert set(data["check"]) == {"tolerance", "rows", "phases", "fits"}
     assert all(set(r) == {"what", "nodes", "measured_s", "model_s", "error", "within", "fitted",
                           "asserted", "source"} for r in data["check"]["rows"])
+    assert all(set(r) == {"span", "nodes", "measured_s", "model_s", "fitted", "source"}
+               for r in data["check"]["phases"])
+    assert {r["fitted"] for r in data["check"]["phases"]} == {True, False}  # some held out
+    assert all(set(f) == {"fitted", "default", "source"} for f in data["check"]["fits"].values())
     committed = json.loads((BENCHMARKS / "results" / "simulate.json").read_text())
     assert committed == json.loads(json.dumps(data)), "re-run python benchmarks/simulate.py"
 
@@ -151,8 +195,7 @@ def test_the_plot_is_valid_svg_with_a_line_per_series_and_the_measured_points():
     assert root.tag == f"{ns}svg"
     assert len(root.findall(f"{ns}polyline")) == 8
     measured = [r for r in data["check"]["rows"]
-                if r["what"] in ("READY, image on the nodes, no argument check",
-                                 "Ctrl+C -> driver exited")]
+                if r["what"] in (*sim.NO_CHECK_ROWS, "Ctrl+C -> driver exited")]
     assert len(root.findall(f"{ns}circle")) == len(measured)
     assert (BENCHMARKS / "results" / "simulate.svg").read_text() == sim.svg(data)
 
@@ -164,4 +207,5 @@ def test_the_report_renders_the_section():
     assert lines[0] == "## Beyond the machine: simulated to 1,000 nodes"
     assert "![simulated](results/simulate.svg)" in text
     assert "| 1,000 | " in text and "image: sbcast tree" in text
+    assert "| preflight -> image load | " in text  # the held-out timeline, span by span
     assert report._simulated({}) == []
