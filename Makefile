@@ -43,6 +43,11 @@ PYXIS_TESTS := \
 	tests/cluster/test_faults.py::test_stop_in_every_phase \
 	tests/cluster/test_faults.py::test_network_cut_before_the_run_fails_preflight_naming_the_node \
 	tests/cluster/test_faults.py::test_port_taken_on_the_head \
+	tests/cluster/test_faults.py::test_killed_head_container_fails_the_job_with_its_log \
+	tests/cluster/test_faults.py::test_network_cut_while_serving \
+	tests/cluster/test_faults.py::test_network_cut_while_starting \
+	tests/cluster/test_faults.py::test_driver_sigkill_under_salloc \
+	tests/cluster/test_faults.py::test_batch_job \
 	tests/cluster/test_vllm.py::test_run_real_vllm \
 	tests/cluster/test_run.py::test_killed_worker_container_fails_the_job_with_its_log \
 	tests/cluster/test_replicas.py::test_replicas_behind_the_router_share_the_requests \

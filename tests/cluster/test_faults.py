@@ -26,7 +26,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
-from deploy import RUNTIME, STANDIN, STEP_RUNTIMES, Deployment, our_containers
+from deploy import RUNTIME, STANDIN, STEP_RUNTIMES, Deployment, kill_rank, our_containers
 from sandboxlib import (
     TEST_LABEL,
     Sandbox,
@@ -186,10 +186,11 @@ def test_killed_head_container_fails_the_job_with_its_log(deploy, sandbox, forei
     d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
     d.wait_ready()
     head = d.state()["nodes"][0]
-    sandbox.docker(head["host"], "kill", head["container"])
-    assert_clean_end(d, sandbox, 1, f"node {head['host']} (rank 0): container "
-                     f"{head['container']} exited with code 137", head["log"],
-                     f"no container of job {d.job_id} left", foreign=foreign)
+    kill_rank(sandbox, d.job_id, head)  # its container, or under pyxis its engine's processes
+    died = f"the engine ({head['container']})" if RUNTIME in STEP_RUNTIMES else \
+        f"container {head['container']}"
+    assert_clean_end(d, sandbox, 1, f"node {head['host']} (rank 0): {died} exited with code "
+                     "137", head["log"], f"no container of job {d.job_id} left", foreign=foreign)
 
 
 @pytest.mark.parametrize("when", ["before the run", "while serving"])
@@ -235,8 +236,14 @@ def test_network_cut_while_serving(deploy, sandbox, foreign):
         assert d.wait(120) == 0, d.err
         assert "slurmserve: SIGINT during serving, stopping" in d.err
         assert "could not check n2: its cleanup task did not answer" in d.err, d.err
-        # The node's docker socket is on this machine, so the container can still be seen.
-        assert our_containers(sandbox, d.job_id) == {"n2": [worker["container"]]}
+        # The node's docker socket (or its processes) are on this machine, so what is left
+        # there can still be seen: its container, or under pyxis its engine process.
+        left = our_containers(sandbox, d.job_id)
+        assert set(left) == {"n2"}, left
+        if RUNTIME in STEP_RUNTIMES:
+            assert any(item.startswith("pid ") for item in left["n2"]), left
+        else:
+            assert left["n2"] == [worker["container"]], left
         reconnect_and_see_n2_cleaned(sandbox, d.job_id)
     finally:
         restore_nodes(sandbox)
@@ -459,7 +466,8 @@ def kill_run(driver_pid: int, run_dir: Path, node_scripts: bool) -> None:
 def test_driver_sigkill_under_salloc(deploy, sandbox, foreign, node_scripts):
     """salloc ends the job when its command dies, and SLURM's SIGTERM makes each node's task
     stop its container. If those tasks were SIGKILLed too, the containers outlive the job
-    until the next run on the node removes them (leftovers of a finished job, by label)."""
+    until the next run on the node removes them (leftovers of a finished job, by label).
+    Under a step-native runtime the job's end removes them itself."""
     d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
     d.wait_ready()
     kill_run(d.driver_pid(), d.log_dir / d.job_id, node_scripts)
@@ -471,6 +479,12 @@ def test_driver_sigkill_under_salloc(deploy, sandbox, foreign, node_scripts):
         wait_until(f"job {d.job_id} finishes", lambda: sandbox.host(
             "squeue", "--noheader", f"--jobs={d.job_id}", "--states=PD,CF,R,CG",
             check=False).stdout.strip() == "")  # only leftovers of finished jobs are removed
+        if RUNTIME in STEP_RUNTIMES:
+            # The engine is a process of the job's step: the job's end kills it with the
+            # step's cgroup, and pyxis removes the job's named container; nothing waits for
+            # the next run.
+            print(f"gone {gone_after(sandbox, d.job_id, 30):.1f} s after the job finished")
+            return
         after = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
         after.wait_ready()
         assert re.search(rf"removed \d+ leftover container\(s\) of finished job\(s\) "
@@ -494,7 +508,8 @@ def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
     job = json.loads(submit.stdout.strip().splitlines()[-1])["job"]
     try:
         state = json.loads((log_dir / job / "state.json").read_text())
-        assert len(our_containers(sandbox, job).get("n1", [])) == 1
+        on_n1 = our_containers(sandbox, job).get("n1", [])  # its container, or under pyxis
+        assert len(on_n1) == 1 or RUNTIME in STEP_RUNTIMES and on_n1, on_n1  # processes too
         t0 = time.monotonic()
         if how.startswith("SIGKILL"):
             kill_run(state["driver_pid"], log_dir / job, node_scripts=True)
@@ -508,7 +523,11 @@ def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
         batch_log = (log_dir / f"slurmserve-{job}.out").read_text()
         removed = [int(m) for m in re.findall(r"SLURMSERVE_FACT\t\d+\tremoved\t(\d+)", batch_log)]
         assert len(removed) == 2, batch_log[-3000:]  # the final step ran on every node
-        if how.startswith("SIGKILL"):
+        if how.startswith("SIGKILL") and RUNTIME in STEP_RUNTIMES:
+            # The engine is the node script's own child in the step: the kill ended it, so
+            # the final step had nothing left to remove.
+            assert sum(removed) == 0, batch_log[-3000:]
+        elif how.startswith("SIGKILL"):
             # Nothing else was left to stop them. (Which node's removal came first varies:
             # the other stand-in may exit on its own once its group is broken.)
             assert sum(removed) >= 1, batch_log[-3000:]
