@@ -33,6 +33,9 @@ class Allocation:
 
     job_id: str
     nodes: tuple[NodeInfo, ...]
+    # How an MPI world spans nodes with this runtime: "ssh" (mpirun reaches an sshd in each
+    # node's container) or "pmix" (the serving step's tasks are the ranks: srun --mpi=pmix).
+    mpi_launch: str = "ssh"
 
     @property
     def head(self) -> NodeInfo:
@@ -45,7 +48,7 @@ class Allocation:
     def split(self, parts: int) -> list[Allocation]:
         """Equal parts in node order: each replica's own nodes."""
         size = len(self.nodes) // parts
-        return [Allocation(self.job_id, self.nodes[k * size:(k + 1) * size])
+        return [Allocation(self.job_id, self.nodes[k * size:(k + 1) * size], self.mpi_launch)
                 for k in range(parts)]
 
 
@@ -186,6 +189,10 @@ class ClusterPlan:
     readiness: Readiness = field(default_factory=Readiness)
     image_checks: tuple[ImageCheck, ...] = ()
     needs: tuple[str, ...] = ()  # what the containers must be able to do (runtimes.UNABLE)
+    # The serving step's shape: tasks per node (more than one: one MPI rank per GPU, with
+    # every node's tasks running its NodePlan), and the srun MPI plugin its tasks join by.
+    tasks_per_node: int = 1
+    mpi: str | None = None
 
     @property
     def endpoint(self) -> str:

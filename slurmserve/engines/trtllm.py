@@ -3,7 +3,9 @@
 The head container runs `mpirun -np WORLD -H ip:G,... trtllm-llmapi-launch trtllm-serve ...`;
 rank 0 serves HTTP, the other ranks are TRT-LLM workers. Worker containers run only sshd on this
 job's port with a per-job key (mpirun reaches them over ssh), so ntasks always equals the world
-size and no MPI spawning happens inside the SLURM step (field failure 15). Parallel settings go
+size and no MPI spawning happens inside the SLURM step (field failure 15). Where the runtime's
+containers cannot run sshd (pyxis, Apptainer: `Allocation.mpi_launch == "pmix"`), the serving
+step's own tasks are the ranks instead, one per GPU, joined by srun's PMIx plugin. Parallel settings go
 through TRT-LLM's YAML of LLM API fields: a user file given after `--` is merged with them.
 EP subdivides TP (moe_tp x ep = tp); DP means attention DP over the TP ranks (dp = tp).
 
@@ -31,6 +33,7 @@ from ..plan import (
     ArgvCheck,
     ClusterPlan,
     ImageCheck,
+    NodeInfo,
     NodePlan,
     PortBlock,
     Readiness,
@@ -231,11 +234,13 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
     serve += [CONFIG_FLAG, CONFIG_PATH, *_serve_args(spec)]
     checks = (ArgvCheck("trtllm", tuple(serve[1:])),)  # MPI ranks on every node run it
     per_node = min(spec.gpus_per_node, par.world)
+    config = _config_yaml(par, res.config)
+    if len(nodes) > 1 and alloc.mpi_launch == "pmix":
+        return _pmix_plan(alloc, res, nodes, port, serve, config, per_node, checks)
     launcher = render_template(
         "trtllm_launch.sh.j2", world=par.world, serve=serve,
         hosts=",".join(host_port(n.address, per_node) for n in nodes),
         multi_node=len(nodes) > 1, ssh_port=ssh_port, ifname=head.ifname)
-    config = _config_yaml(par, res.config)
     worker = Rendered("mpi_worker.sh.j2", (("ssh_port", ssh_port),))
     secrets = SSH_KEY if len(nodes) > 1 else ()
     plans = [NodePlan(
@@ -259,6 +264,31 @@ def plan(spec: ServeSpec, alloc: Allocation, res: Resolution, port: int) -> Clus
         world_size=par.world, parallel=par.as_dict(), nodes=tuple(plans),
         image_checks=MPI_CHECKS if len(nodes) > 1 else MPI_CHECKS[:1],
         needs=("sshd",) if len(nodes) > 1 else ())  # mpirun reaches the other nodes' sshd
+
+
+def _pmix_plan(alloc: Allocation, res: Resolution, nodes: Sequence[NodeInfo], port: int,
+               serve: list[str], config: str, per_node: int,
+               checks: tuple[ArgvCheck, ...]) -> ClusterPlan:
+    """The world as NVIDIA runs it under pyxis: the serving step's tasks are the MPI ranks
+    (`srun --mpi=pmix --ntasks-per-node=G ... trtllm-llmapi-launch trtllm-serve ...`), one
+    per GPU; task 0, on the head, serves HTTP. No mpirun, no sshd."""
+    par = res.parallel
+    command = ("trtllm-llmapi-launch", *serve)
+    files = (("trtllm-config.yaml", config),)
+    plans = tuple(NodePlan(
+        rank=rank, host=node.name, address=node.address, ifname=node.ifname,
+        role="mpi-head" if rank == 0 else "mpi-ranks", command=command, files=files,
+        # OMPI_MCA_*_if_include: the ranks talk on the interface on the route to the head.
+        env=(("OMPI_MCA_btl_tcp_if_include", node.ifname),
+             ("OMPI_MCA_oob_tcp_if_include", node.ifname)),
+        ports=(port,) if rank == 0 else (), serves_http=rank == 0, argv_checks=checks)
+        for rank, node in enumerate(nodes))
+    return ClusterPlan(
+        engine=NAME, mode=res.mode, job_id=alloc.job_id, model_name=res.model_name,
+        head_address=alloc.head.address, port=port,
+        readiness=Readiness(exact_model_name=False),
+        world_size=par.world, parallel=par.as_dict(), nodes=plans,
+        image_checks=MPI_CHECKS[:1], tasks_per_node=per_node, mpi="pmix")
 
 
 # What the MPI launch needs inside the image, checked on every node before launch (failure 15).

@@ -90,12 +90,14 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str,
     script = render_template(
         "node.sh.j2", nodes=rendered, device_globs=list(globs), image=image, gpus=spec.gpus,
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,
-        stop_grace=STOP_GRACE_S,
+        stop_grace=STOP_GRACE_S, tasks_per_node=plan.tasks_per_node,
         **runtimes.shell_context(runtime, plan.job_id))
     # The head's Hub download (prefetch.sh.j2) runs this beside its script in the run dir.
     run_files = (("hf_prefetch.py", programs.read("hf_prefetch.py")),) \
         if spec.hf_cache and not spec.model_is_local else ()
-    options = rt.step_options(image, plan.job_id, runtimes.serve_mounts(spec, run_dir))
+    options = [*rt.step_options(image, plan.job_id, runtimes.serve_mounts(spec, run_dir))]
+    if plan.mpi:  # the step's tasks are an MPI world's ranks (TRT-LLM under pyxis)
+        options.append(f"--mpi={plan.mpi}")
     return Launch(run_dir=run_dir, script=script, nodes=tuple(nodes), api_key=api_key,
                   run_files=run_files, step_options=tuple(options))
 

@@ -114,7 +114,8 @@ class Preflight:
         return self.verdict.port or self.http.port
 
     def allocation(self, job_id: str) -> Allocation:
-        return Allocation(job_id, tuple(self.verdict.nodes))
+        launch = runtimes.get(self.runtime).MPI_LAUNCH if self.runtime else "ssh"
+        return Allocation(job_id, tuple(self.verdict.nodes), launch)
 
 
 def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:

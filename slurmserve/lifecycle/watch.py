@@ -38,9 +38,12 @@ class Serving:
         self.bundle = bundle
         self.done = threading.Event()  # set at teardown: the log followers end
         ctx.ranks = len(plan.nodes)
-        self.proc: Process = ctx.steps.start(step, bundle.script_path,
-                                             nodes=len(plan.nodes), label=step,
-                                             options=bundle.step_options)
+        # With an MPI plugin (srun --mpi) the step's tasks are the world's ranks, in blocks
+        # of tasks_per_node; otherwise one task per node.
+        self.proc: Process = ctx.steps.start(
+            step, bundle.script_path, nodes=len(plan.nodes), label=step,
+            options=bundle.step_options, tasks=plan.world_size if plan.mpi else None,
+            tasks_per_node=plan.tasks_per_node)
         threading.Thread(target=self._read_step, daemon=True).start()
         for node in bundle.nodes:  # printed only when following; always watched
             watch = LogWatch(node.host, rdma_expected.get(node.rank, False))
@@ -55,7 +58,7 @@ class Serving:
             if fact is None:
                 ctx.console.line(line.rstrip("\n"))
                 exited = TASK_EXITED.match(line)
-                rank = int(exited[2]) if exited else -1
+                rank = int(exited[2]) // self.plan.tasks_per_node if exited else -1
                 if exited and rank < len(self.plan.nodes) and \
                         not any(f.rank == rank for f in ctx.failed):
                     ctx.add_failure(rank, f"its task exited with code {exited[3]} without "

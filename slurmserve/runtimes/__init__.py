@@ -34,6 +34,7 @@ AUTO_ORDER = ("pyxis", "apptainer", "docker", "podman")
 class Runtime(Protocol):
     NAME: str
     FAMILY: str  # "daemon" | "step"
+    MPI_LAUNCH: str  # how a multi-node MPI world forms: "ssh" (mpirun) | "pmix" (srun --mpi)
     EXPERIMENTAL: bool
     NATIVE_SUFFIXES: tuple[str, ...]  # image files it runs as they are (.sqsh, .sif)
     CONVERTS: bool  # a `docker save` tarball is converted once into a native file

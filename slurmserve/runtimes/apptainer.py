@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 NAME = "apptainer"
 FAMILY = "step"
+MPI_LAUNCH = "pmix"  # the serving step's tasks are the ranks (srun --mpi=pmix: "hybrid" MPI)
 EXPERIMENTAL = True
 NATIVE_SUFFIXES = (".sif",)
 CONVERTS = True

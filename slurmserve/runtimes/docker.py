@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 
 NAME = "docker"
 FAMILY = "daemon"
+MPI_LAUNCH = "ssh"  # mpirun reaches an sshd in each node's container on the job's port
 EXPERIMENTAL = False
 NATIVE_SUFFIXES: tuple[str, ...] = ()
 CONVERTS = False

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 NAME = "podman"
 FAMILY = "daemon"
+MPI_LAUNCH = "ssh"  # mpirun reaches an sshd in each node's container on the job's port
 EXPERIMENTAL = False
 NATIVE_SUFFIXES: tuple[str, ...] = ()
 CONVERTS = False

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 NAME = "pyxis"
 FAMILY = "step"
+MPI_LAUNCH = "pmix"  # the serving step's tasks are the ranks (srun --mpi=pmix, enroot PMI hook)
 EXPERIMENTAL = False
 NATIVE_SUFFIXES = (".sqsh",)
 CONVERTS = True

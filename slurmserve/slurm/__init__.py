@@ -72,13 +72,17 @@ def node_address(node: str) -> str:
 
 
 def srun_argv(job: Job, script: Sequence[str], *, nodes: int | None = None,
-              label: str | None = None, options: Sequence[str] = ()) -> list[str]:
-    """One task per node. `--overlap` lets side steps share nodes with the serving step.
-    `options`: more srun options, e.g. a container runtime's (pyxis: --container-image)."""
+              label: str | None = None, options: Sequence[str] = (),
+              tasks: int | None = None, tasks_per_node: int = 1) -> list[str]:
+    """One task per node, or `tasks` in blocks of `tasks_per_node` (an MPI world's ranks: a
+    node's tasks are consecutive). `--overlap` lets side steps share nodes with the serving
+    step. `options`: more srun options, e.g. a container runtime's (pyxis: --container-image)."""
     count = nodes or len(job.nodes)
-    argv = ["srun", f"--jobid={job.job_id}", f"--nodes={count}", f"--ntasks={count}",
-            "--ntasks-per-node=1", f"--nodelist={','.join(job.nodes[:count])}", "--unbuffered",
-            "--overlap"]
+    argv = ["srun", f"--jobid={job.job_id}", f"--nodes={count}", f"--ntasks={tasks or count}",
+            f"--ntasks-per-node={tasks_per_node}", f"--nodelist={','.join(job.nodes[:count])}",
+            "--unbuffered", "--overlap"]
+    if tasks_per_node > 1:
+        argv.append("--distribution=block")
     if label:
         argv.append(f"--job-name={label}")
     return argv + list(options) + list(script)

@@ -152,10 +152,12 @@ class StepRunner:
         return StepResult(result.code, result.out, parse(result.out))
 
     def start(self, name: str, path: str, nodes: int, label: str,
-              options: Sequence[str] = ()) -> runner.Process:
+              options: Sequence[str] = (), tasks: int | None = None,
+              tasks_per_node: int = 1) -> runner.Process:
         """A long-running step (the serving step); the caller reads its output."""
         return runner.start(srun_argv(self.job, ["bash", path], nodes=nodes, label=label,
-                                      options=options))
+                                      options=options, tasks=tasks,
+                                      tasks_per_node=tasks_per_node))
 
 
 def terminate(proc: runner.Process, grace: float = 5.0) -> None:

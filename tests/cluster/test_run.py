@@ -9,7 +9,7 @@ import subprocess
 import time
 
 import pytest
-from deploy import RUNTIME, STANDIN, Deployment, kill_rank, our_containers
+from deploy import STANDIN, Deployment, kill_rank, our_containers
 from sandboxlib import TEST_LABEL, tarball_image
 
 
@@ -34,15 +34,17 @@ def _assert_spans(d: Deployment, sandbox, nodes: int) -> None:
     ("sglang", 1, []),
     ("sglang", 3, ["--tp", "3"]),
     ("trtllm", 1, []),
-    ("trtllm", 2, ["--tp", "2"]),  # MPI world over ssh between node containers
+    # The MPI world across node containers: mpirun over ssh (docker), or the serving step's
+    # tasks joined by srun --mpi=pmix (pyxis); then two ranks per node.
+    ("trtllm", 2, ["--tp", "2"]),
+    ("trtllm", 2, ["--tp", "4", "--gpus-per-node", "2"]),
 ])
 def test_engine_through_standin(deploy, sandbox, engine, nodes, args):
     if nodes > len(sandbox.nodes):
         pytest.skip(f"needs {nodes} nodes")
-    if engine == "trtllm" and nodes > 1 and RUNTIME == "pyxis":
-        pytest.skip("TRT-LLM's MPI world over ssh across nodes cannot form under pyxis (sshd in "
-                    "enroot's user namespace); slurmserve refuses it before launch (unit test)")
-    d = deploy(nodes, engine, "org/tiny-model", "--nodes", str(nodes), *args)
+    per_node = int(args[args.index("--gpus-per-node") + 1]) if "--gpus-per-node" in args else 1
+    d = deploy(nodes, engine, "org/tiny-model", "--nodes", str(nodes), *args,
+               salloc_args=(f"--ntasks-per-node={per_node}",))
     d.wait_ready()
     _assert_spans(d, sandbox, nodes)
     d.signal_driver(signal.SIGINT)

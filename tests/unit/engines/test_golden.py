@@ -6,6 +6,7 @@ A failing golden test shows the diff. If the change is intended, regenerate with
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from slurmserve import api, load_spec
+from slurmserve import api, load_spec, runtimes
 from slurmserve.lifecycle import launch
 from tests.unit.helpers import (
     GOLDEN,  # noqa: E402
@@ -46,6 +47,9 @@ CASES = {
                                   engine_args=["--tp_size", "16", "--ep_size", "4"]),
     "trtllm-2node-tp8-pp2": dict(engine="trtllm", model="/fsx/models/Qwen2.5-72B", nodes=2, tp=8,
                                  pp=2, mounts=["/fsx:/fsx:ro"], env=["NCCL_DEBUG=INFO"]),
+    # pyxis: the serving step's tasks are the MPI ranks (srun --mpi=pmix), no mpirun or sshd
+    "trtllm-2node-tp16-pyxis": dict(engine="trtllm", model="Qwen/Qwen2.5-72B-Instruct", nodes=2,
+                                    engine_args=["--tp_size", "16"], runtime="pyxis"),
 }
 
 
@@ -57,9 +61,11 @@ def _spec(case: str):
 
 def _renders(case: str) -> dict[str, str]:
     spec = _spec(case)
-    alloc = allocation(spec.nodes)
+    runtime = "docker" if spec.runtime == "auto" else spec.runtime
+    alloc = dataclasses.replace(allocation(spec.nodes),
+                                mpi_launch=runtimes.get(runtime).MPI_LAUNCH)
     plan = api.plan_cluster(spec, alloc)
-    bundle = launch.build(spec, plan, f"/shared/logs/{alloc.job_id}", IMAGE)
+    bundle = launch.build(spec, plan, f"/shared/logs/{alloc.job_id}", IMAGE, runtime)
     files = {
         "plan.json": json.dumps(plan.to_dict(), indent=2, sort_keys=True) + "\n",
         "node.sh": bundle.script,

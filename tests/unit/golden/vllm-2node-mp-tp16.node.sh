@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # slurmserve node launcher for job 4242, rendered by slurmserve; run by one srun step with
-# one task per node. Each task starts its node's container (docker), streams its log to a
-# file, stops it on SIGTERM/SIGINT, and exits with its exit code. Compute nodes need only bash
-# and the runtime.
+# one task per node.
+# Each task starts its node's container (docker), streams its log to a file, stops it on
+# SIGTERM/SIGINT, and exits with its exit code. Compute nodes need only bash and the runtime.
 set -euo pipefail
 
-rank="${SLURM_PROCID:?slurmserve: SLURM_PROCID is unset; run this script under srun}"
+task="${SLURM_PROCID:?slurmserve: SLURM_PROCID is unset; run this script under srun}"
+rank=$((task / 1))  # block distribution: a node's tasks are consecutive
+first_task=$((task % 1 == 0))  # a node's first task speaks for it
 case "$rank" in
   0)
     expected_host=gpu-1
@@ -183,7 +185,7 @@ else
   "${run_opts[@]}" "${device_opts[@]}" "${gpu_opts[@]}" "${run_tail[@]}" >>"$log" 2>&1 &
 fi
 client=$!
-fact started "$name"
+(( ! first_task )) || fact started "$name"
 # `wait` on a background job lets the trap run as soon as a signal arrives; the client
 # returns when the container ends, with its exit code.
 while true; do
@@ -197,7 +199,7 @@ while true; do
 done
 rt_after "$name"
 if (( stopping )); then
-  fact stopped "$name"
+  (( ! first_task )) || fact stopped "$name"
   exit 0
 fi
 fail "$(rt_diagnose "$name" "$code" "$log")"

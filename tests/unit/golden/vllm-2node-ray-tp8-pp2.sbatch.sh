@@ -205,25 +205,28 @@ remove_pyxis() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # Step-native runtime: the engine is a process of this SLURM step. What it leaves behind is
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
 rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
-rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s mark
+rt_marked() {  # JOB [STEP]: PIDs on this node whose environment carries the job'"'"'s mark, but
+  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step)
   local file pid
   for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
     # and this node'"'"'s name: on a test machine, nodes share one PID space
     grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
+    [[ -z "${2:-}" ]] || ! grep -qzx "SLURM_STEP_ID=$2" "$file" 2>/dev/null || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done
 }
 
 # Within SLURM'"'"'s KillWait: Ray'"'"'s daemons, for one, outlive a SIGTERM once their engine is gone.
-rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 1 s; prints count
+rt_kill_marked() {  # JOB [STEP]: TERM what carries the mark, KILL what is left after 1 s;
+  # prints the count
   local pids n i
-  mapfile -t pids < <(rt_marked "$1")
+  mapfile -t pids < <(rt_marked "$1" "${2:-}")
   n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
   for ((i = 0; i < 5; i++)); do
-    mapfile -t pids < <(rt_marked "$1")
+    mapfile -t pids < <(rt_marked "$1" "${2:-}")
     [[ -n "${pids[*]}" ]] || break
     sleep 0.2
   done
@@ -245,8 +248,9 @@ rt_with_env() {  # ENV_FILE FILES_DIR CMD...: CMD with the env file'"'"'s variab
   )
 }
 
-rt_prepare() {  # NAME: what an earlier attempt of this job left on this node goes first
-  rt_kill_marked '"'"''"'"' >/dev/null
+rt_prepare() {  # NAME: what an earlier attempt of this job left on this node goes first (not
+  # what this step'"'"'s other tasks on the node started already)
+  rt_kill_marked '"'"''"'"' "${SLURM_STEP_ID:-}" >/dev/null
 }
 
 rt_device_opts() { device_opts=(); }  # the runtime passes the node'"'"'s devices itself
@@ -337,25 +341,28 @@ remove_apptainer() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # Step-native runtime: the engine is a process of this SLURM step. What it leaves behind is
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
 rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
-rt_marked() {  # JOB: PIDs on this node whose environment carries the job'"'"'s mark
+rt_marked() {  # JOB [STEP]: PIDs on this node whose environment carries the job'"'"'s mark, but
+  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step)
   local file pid
   for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
     # and this node'"'"'s name: on a test machine, nodes share one PID space
     grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
+    [[ -z "${2:-}" ]] || ! grep -qzx "SLURM_STEP_ID=$2" "$file" 2>/dev/null || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done
 }
 
 # Within SLURM'"'"'s KillWait: Ray'"'"'s daemons, for one, outlive a SIGTERM once their engine is gone.
-rt_kill_marked() {  # JOB: TERM what carries the mark, KILL what is left after 1 s; prints count
+rt_kill_marked() {  # JOB [STEP]: TERM what carries the mark, KILL what is left after 1 s;
+  # prints the count
   local pids n i
-  mapfile -t pids < <(rt_marked "$1")
+  mapfile -t pids < <(rt_marked "$1" "${2:-}")
   n=$(printf '"'"'%s\n'"'"' "${pids[@]}" | grep -c . || true)
   (( n )) || { echo 0; return 0; }
   kill -TERM "${pids[@]}" 2>/dev/null
   for ((i = 0; i < 5; i++)); do
-    mapfile -t pids < <(rt_marked "$1")
+    mapfile -t pids < <(rt_marked "$1" "${2:-}")
     [[ -n "${pids[*]}" ]] || break
     sleep 0.2
   done
@@ -374,8 +381,9 @@ rt_with_env() {  # ENV_FILE FILES_DIR CMD...: CMD with the env file'"'"'s variab
   )
 }
 
-rt_prepare() {  # NAME: what an earlier attempt of this job left on this node goes first
-  rt_kill_marked '"'"''"'"' >/dev/null
+rt_prepare() {  # NAME: what an earlier attempt of this job left on this node goes first (not
+  # what this step'"'"'s other tasks on the node started already)
+  rt_kill_marked '"'"''"'"' "${SLURM_STEP_ID:-}" >/dev/null
 }
 
 rt_device_opts() { device_opts=(); }  # the runtime passes the node'"'"'s devices itself
@@ -434,8 +442,16 @@ rt_gpu_opts() {  # IDS: --nv binds the driver; only the job'"'"'s GPUs are made 
 
 rt_device_opts() {  # DEVICES...: --containall hides the host'"'"'s /dev
   device_opts=()
-  local dev
+  local dev var
   for dev in "$@"; do device_opts+=(--bind "$dev"); done
+  # An MPI world'"'"'s step (srun --mpi=pmix): the ranks reach this node'"'"'s PMIx server by its
+  # variables and its socket directory, which --cleanenv and --containall would hide.
+  if [[ -n "${PMIX_SERVER_TMPDIR:-}" ]]; then
+    device_opts+=(--bind "$PMIX_SERVER_TMPDIR")
+    for var in $(compgen -e PMIX_) $(compgen -e SLURM_); do
+      export "APPTAINERENV_$var=${!var}"
+    done
+  fi
 }
 
 rt_remove() { rt_kill_marked "$1"; }  # JOB

@@ -363,3 +363,81 @@ def test_a_plan_that_needs_sshd_across_nodes_is_refused_under_pyxis_only():
     one = api.plan_cluster(load_spec(engine="trtllm", model="m", image="r.example/t:1",
                                      gpus_per_node=8), api.preview_allocation(spec))
     assert one.needs == () and runtimes.refusal(one.needs, "pyxis") is None
+
+
+# 9. an MPI world across nodes under a step runtime: the serving step's tasks are the ranks
+
+@pytest.mark.parametrize("runtime", ["pyxis", "apptainer"])
+def test_trtllm_across_nodes_under_a_step_runtime_is_a_pmix_world_without_sshd(tmp_path, runtime):
+    spec = load_spec(engine="trtllm", model="m", image="registry.example/trtllm:1", nodes=2,
+                     gpus_per_node=8, tp=16, runtime=runtime, log_dir=str(tmp_path / "logs"))
+    alloc = api.preview_allocation(spec)
+    assert alloc.mpi_launch == "pmix"
+    plan = api.plan_cluster(spec, alloc)
+    assert (plan.mpi, plan.tasks_per_node, plan.world_size, plan.needs) == ("pmix", 8, 16, ())
+    assert [n.role for n in plan.nodes] == ["mpi-head", "mpi-ranks"]
+    assert all(n.command[:2] == ("trtllm-llmapi-launch", "trtllm-serve") for n in plan.nodes)
+    assert all(not n.secrets and not n.wait_for for n in plan.nodes)  # no ssh keys, no sshd
+    assert [n.serves_http for n in plan.nodes] == [True, False]
+    assert runtimes.refusal(plan.needs, runtime) is None
+    bundle = launch.build(spec, plan, str(tmp_path / "run"), "/img/t.sqsh", runtime)
+    assert "--mpi=pmix" in bundle.step_options
+    from slurmserve.slurm import Job, srun_argv
+
+    argv = srun_argv(Job("7", ("a", "b")), ["bash", "x"], tasks=16, tasks_per_node=8)
+    assert argv[2:5] == ["--nodes=2", "--ntasks=16", "--ntasks-per-node=8"]
+    assert "--distribution=block" in argv
+    # Under docker the same spec stays mpirun over ssh (the world in one step's task 0).
+    docker = load_spec(engine="trtllm", model="m", image="registry.example/trtllm:1", nodes=2,
+                       gpus_per_node=8, tp=16, runtime="docker")
+    ssh = api.plan_cluster(docker, api.preview_allocation(docker))
+    assert (ssh.mpi, ssh.tasks_per_node, ssh.needs) == (None, 1, ("sshd",))
+
+
+def test_a_nodes_tasks_of_an_mpi_step_map_to_its_rank_in_blocks(tmp_path):
+    spec = load_spec(engine="trtllm", model="m", image="registry.example/trtllm:1", nodes=2,
+                     gpus_per_node=8, tp=16, runtime="pyxis", log_dir=str(tmp_path / "logs"))
+    plan = api.plan_cluster(spec, api.preview_allocation(spec))
+    bundle = launch.build(spec, plan, str(tmp_path / "run"), "/img/t.sqsh", "pyxis")
+    launch.write(bundle)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM", "CUDA_"))}
+    for task, rank in ((0, 0), (7, 0), (8, 1), (15, 1)):
+        ran = subprocess.run([BASH, bundle.script_path], capture_output=True, text=True,
+                             timeout=60, env={**clean, "SLURM_PROCID": str(task),
+                                              "SLURMD_NODENAME": "elsewhere"})
+        host = plan.nodes[rank].host
+        assert ran.returncode == 3, ran.stdout + ran.stderr
+        assert ran.stdout == (f"SLURMSERVE_FACT\t{rank}\tfailed\tplanned for {host} but running "
+                              "on elsewhere; the allocation changed, re-run slurmserve\n")
+
+
+def test_a_step_runtime_prepares_a_node_without_killing_its_own_steps_other_ranks(tmp_path):
+    node = f"nY-{os.getpid()}"  # unique: nothing else on this machine carries this mark
+    marks = [("4242", "7"), ("4242", "6")]  # this step's other rank; an earlier attempt's
+    procs = [subprocess.Popen(["sleep", "60"], env={**os.environ, "SLURMSERVE_JOB": job,
+                                                    "SLURMSERVE_NODE": node,
+                                                    "SLURM_STEP_ID": step})
+             for job, step in marks]
+    try:
+        ran = _bash("rt_prepare slurmserve-4242", _partial(tmp_path, "pyxis", "/img/x.sqsh"),
+                    "/usr/bin:/bin", SLURMD_NODENAME=node, SLURM_STEP_ID="7")
+        assert ran.returncode == 0, ran.stderr
+        assert procs[1].wait(timeout=10) == -15
+        assert procs[0].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
+def test_apptainer_ranks_of_a_pmix_step_see_the_pmix_server(tmp_path):
+    ran = _bash('rt_device_opts; printf "%s\\n" "${device_opts[@]}"\n'
+                'echo "$APPTAINERENV_PMIX_RANK $APPTAINERENV_SLURM_STEP_ID"',
+                _partial(tmp_path, "apptainer"), "/usr/bin:/bin",
+                PMIX_SERVER_TMPDIR="/var/spool/slurmd/pmix.7.0", PMIX_RANK="3",
+                SLURM_STEP_ID="0")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines() == ["--bind", "/var/spool/slurmd/pmix.7.0", "3 0"]
+    plain = _bash('rt_device_opts; echo "${#device_opts[@]} ${APPTAINERENV_PMIX_RANK:-unset}"',
+                  _partial(tmp_path, "apptainer"), "/usr/bin:/bin")
+    assert plain.stdout == "0 unset\n", plain.stderr
