@@ -43,6 +43,11 @@ def test_engine_through_standin(deploy, sandbox, engine, nodes, args):
     if nodes > len(sandbox.nodes):
         pytest.skip(f"needs {nodes} nodes")
     per_node = int(args[args.index("--gpus-per-node") + 1]) if "--gpus-per-node" in args else 1
+    if per_node > 1:
+        # The sandbox's nodes share one host name and one /dev/shm, so Open MPI's shared-memory
+        # segments (named by host, job and local rank) would collide between nodes: each
+        # node's ranks keep theirs in their own container's /tmp. (Real nodes need nothing.)
+        args = ["--env", "OMPI_MCA_btl_vader_backing_directory=/tmp", *args]
     d = deploy(nodes, engine, "org/tiny-model", "--nodes", str(nodes), *args,
                salloc_args=(f"--ntasks-per-node={per_node}",))
     d.wait_ready()
