@@ -21,6 +21,8 @@ RENDER = ["render", "vllm", "meta-llama/Llama-3.1-70B-Instruct", "--image",
 COMMANDS = {
     "python -c pass": [sys.executable, "-c", "pass"],
     "slurmserve --version": [sys.executable, "-m", "slurmserve", "--version"],
+    "slurmserve --help": [sys.executable, "-m", "slurmserve", "--help"],
+    "slurmserve run --help": [sys.executable, "-m", "slurmserve", "run", "--help"],
     "slurmserve render (2 nodes)": [sys.executable, "-m", "slurmserve", *RENDER],
     "slurmserve plan": [sys.executable, "-m", "slurmserve", "plan", "--model", "llama-3.1-70b",
                         "--gpu", "h100"],

@@ -245,10 +245,11 @@ def bench_overhead(all_nodes, path, counts, *extra: str) -> list[dict]:
     return rows
 
 
-def load_seconds(run: Run) -> float:
-    """The load only: from "loading IMAGE on N of M node(s)" to the last node's "loaded" line
-    (not the in-image checks or the argument check that follow it)."""
-    start = run.phase_time("image", "loading ")
+def load_seconds(run: Run, start_line: str = "loading ") -> float:
+    """The load only: from "loading IMAGE on N of M node(s)" (or another image line, e.g.
+    "sbcast ") to the last node's "loaded" line (not the in-image checks or the argument check
+    that follow it)."""
+    start = run.phase_time("image", start_line)
     ends = [float(m[1]) for _, line in run.err
             if (m := PHASE.match(line)) and m[2] == "image" and ": loaded " in m[3]]
     return max(ends) - start
@@ -310,6 +311,36 @@ def bench_distribution(all_nodes, path, n, rounds: int = 6) -> dict:
     except (RuntimeError, KeyError) as exc:
         result["sbcast_error"] = str(exc)[-500:]
     print(f"distribution N={n}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def bench_staging(all_nodes, path, n, rounds: int = 4) -> dict:
+    """`--stage sbcast` against `--stage direct`, both through slurmserve, settled, the order
+    swapped every round, each timed from its first image line (sbcast's copy, or the loads) to
+    the last node's `loaded` line: the cost of reading the shared path once."""
+    nodes = [name for name, _ in all_nodes[:n]]
+    image = image_id(path)
+    times: dict[str, list[float]] = {"direct": [], "sbcast": []}
+    extra = {"direct": ("--stage", "direct"),
+             "sbcast": ("--stage", "sbcast", "--stage-dir", NODE_LOCAL)}
+    order = []
+    for i in range(rounds):
+        arms = ("direct", "sbcast") if i % 2 == 0 else ("sbcast", "direct")
+        order.append(f"{arms[0]} first")
+        for arm in arms:
+            remove_image(nodes, image)
+            settle()
+            run = Run(nodes, path, *extra[arm], "--no-check-args")
+            run.wait_ready()
+            times[arm].append(load_seconds(run, "sbcast " if arm == "sbcast" else "loading "))
+            run.stop()
+    remove_image(nodes, image)
+    ratios = [s / d for s, d in zip(times["sbcast"], times["direct"], strict=True)]
+    result = {"nodes": n, "rounds": rounds, "order": order, "direct_s": times["direct"],
+              "sbcast_s": times["sbcast"], "median_paired_ratio": statistics.median(ratios),
+              "ratio_of_medians": statistics.median(times["sbcast"])
+              / statistics.median(times["direct"])}
+    print(f"staging N={n}: {json.dumps(result)}", flush=True)
     return result
 
 
@@ -396,6 +427,7 @@ def main() -> None:
         "overhead_no_check_args": lambda: bench_overhead(all_nodes, path, counts,
                                                          "--no-check-args"),
         "distribution": lambda: bench_distribution(all_nodes, path, min(3, max(counts))),
+        "staging": lambda: bench_staging(all_nodes, path, min(3, max(counts))),
         "failure": lambda: bench_failure(all_nodes, path),
         "teardown": lambda: bench_teardown(all_nodes[: max(counts)], path),
         "stop_modes": lambda: bench_stop_modes(all_nodes, path),

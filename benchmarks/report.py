@@ -94,7 +94,8 @@ def main() -> None:
                   f"{d['nodes']} x {size:.2f} GB | - | - |",
                   f"| same with `--stage sbcast` | "
                   f"{d.get('node_reads_from_shared_path_sbcast', 0) / 1e9:.2f} GB (+ sbcast's one "
-                  f"pass, {size:.2f} GB) | - | - | - |", "",
+                  f"pass, {size:.2f} GB) | - | - | - |",
+                  *_staging(cluster.get("staging")), "",
                   f"Rounds (s): slurmserve {[round(x, 1) for x in d['slurmserve_s']]}, by hand "
                   f"{[round(x, 1) for x in d['by_hand_parallel_s']]}"
                   + (f"; order {', '.join(d['order'])}. The slurmserve arm is timed over the "
@@ -122,11 +123,57 @@ def main() -> None:
             lines += [f"| {m['mode']} | {m['nodes']} | {m['sigint_to_no_container_s']:.2f} |"
                       for m in cluster["stop_modes"]]
             lines.append("")
+    lines += _runtimes(_load("runtimes.json"))
     lines += _replicas(_load("replicas.json"))
     lines += _handovers(_load("handover.json"))
     lines += _simulated(_load("simulate.json"))
     (HERE / "REPORT.md").write_text("\n".join(lines))
     print("\n".join(lines))
+
+
+def _staging(st: dict | None) -> list[str]:
+    """The `--stage sbcast` row: its copy plus the node-local loads, against direct loads."""
+    if not st:
+        return []
+    return [f"| `--stage sbcast` (copy + loads) against `--stage direct`, median of the "
+            f"paired rounds ({st['rounds']}, order swapped, settled; s) | "
+            f"{statistics.median(st['sbcast_s']):.1f} | "
+            f"{statistics.median(st['direct_s']):.1f} (direct) | "
+            f"{st['median_paired_ratio']:.2f} | <= 1.1 |"]
+
+
+def _runtimes(r: dict) -> list[str]:
+    """Per container runtime at 1-16 nodes (benchmarks/runtimes.py), side by side."""
+    if not r:
+        return []
+    lines = ["## Per container runtime, 1-16 nodes (issue 15)", "",
+             "One run of `benchmarks/runtimes.py`: for each runtime and N, a first job (nothing "
+             "in place: docker loads the tarball on every node, sbcast from 4 nodes; pyxis reads "
+             "the squashfs converted once before, from the shared path), the same job again "
+             "(-> READY), Ctrl+C on it, and the same stand-ins started by hand with that runtime "
+             "(docker: `docker run` on every node at once; pyxis: one `srun --container-image` "
+             "step in a granted allocation) -> `/health` 200. Stand-in engine, SGLang's command "
+             f"line; {r['tarball_bytes'] / 1e9:.2f} GB tarball; "
+             f"{r['machine']['cpus']} cores shared by every node.", "",
+             "| runtime | nodes | READY s (repeated job) | by hand s | overhead s | "
+             "launch -> engines started s | first job s | image in place s | by hand load s | "
+             "Ctrl+C -> nothing left s |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        t = row["timeline"]
+        started = t.get("containers started", 0) - t.get("launch", 0)
+        image = row.get("first_run_image_s")
+        hand_load = row.get("by_hand_load_s")
+        lines.append(
+            f"| {row['runtime']} | {row['nodes']} | {row['ready_s']:.2f} | "
+            f"{row['by_hand_ready_s']:.2f} | {row['overhead_s']:+.2f} | {started:.2f} | "
+            f"{row['first_run_ready_s']:.1f} | {'-' if image is None else f'{image:.1f}'} | "
+            f"{'-' if hand_load is None else f'{hand_load:.1f}'} | "
+            f"{row['sigint_to_nothing_left_s']:.2f} |")
+    return lines + ["", "Under pyxis each job's first step on a node unpacks the squashfs into "
+                    "the job's named container (pyxis's `container_scope=job`), so launch -> "
+                    "engines started grows with N on these 2 shared cores, by hand as well. "
+                    "Conversion of the tarball (once per image ID, cached) is in the README: "
+                    "22 s for this image.", ""]
 
 
 def _replicas(r: dict) -> list[str]:
