@@ -109,6 +109,9 @@ def _engine_env(job: str, node: str) -> dict[str, str]:
 @pytest.mark.parametrize("runtime,visible", [
     ("docker", "NVIDIA_VISIBLE_DEVICES"),  # set by dockerd from --gpus device=...
     ("pyxis", "CUDA_VISIBLE_DEVICES"),  # the step's own GPUs, as SLURM set them
+    # CDI, --device nvidia.com/gpu=ID per index: the sandbox's CDI spec marks each device
+    # it hands a container with SLURMSERVE_SANDBOX_GPU_ID=1
+    ("podman", None),
 ])
 def test_two_jobs_on_one_node_each_get_exactly_their_own_gpus(sandbox, standin_tarball,
                                                               tmp_path, runtime, visible):
@@ -129,7 +132,12 @@ def test_two_jobs_on_one_node_each_get_exactly_their_own_gpus(sandbox, standin_t
                 ["srun", f"--jobid={d.job_id}", "--overlap", "-N1", "bash", "-c",
                  "echo $SLURM_STEP_GPUS"], capture_output=True, text=True, timeout=60
             ).stdout.strip()
-            assert env[visible] == allocated, (runtime, env.get(visible), allocated)
+            if visible:
+                assert env[visible] == allocated, (runtime, env.get(visible), allocated)
+            else:
+                handed = sorted(k.rsplit("_", 1)[1] for k in env
+                                if k.startswith("SLURMSERVE_SANDBOX_GPU_"))
+                assert handed == sorted(allocated.split(",")), (runtime, handed, allocated)
             seen.append(set(allocated.split(",")))
         assert len(seen[0]) == len(seen[1]) == 2 and not seen[0] & seen[1], seen
     finally:
