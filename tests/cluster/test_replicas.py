@@ -88,7 +88,7 @@ class ClientLoop:
     ("sglang", 2, 2, ["--tp", "2"]),
     ("trtllm", 2, 1, []),
     ("trtllm", 3, 1, []),
-    ("trtllm", 2, 2, ["--tp", "2"]),  # each replica: its own MPI world
+    ("trtllm", 2, 2, ["--tp", "2"]),  # each replica: its own MPI world (ssh, or pmix: pyxis)
     ("vllm", 3, 2, ["--tp", "1", "--pp", "2"]),
 ])
 def test_replicas_behind_the_router_share_the_requests(deploy, sandbox, engine, replicas_,
@@ -96,8 +96,6 @@ def test_replicas_behind_the_router_share_the_requests(deploy, sandbox, engine, 
     nodes = replicas_ * per_replica
     if nodes > len(sandbox.nodes):
         pytest.skip(f"needs {nodes} nodes (SLURMSERVE_SANDBOX_NODES={nodes})")
-    if engine == "trtllm" and per_replica > 1 and RUNTIME == "pyxis":
-        pytest.skip("TRT-LLM across nodes is refused under pyxis (test_run.py says why)")
     d = deploy(nodes, engine, "org/tiny-model", "--nodes", str(nodes), "--replicas",
                str(replicas_), "--ready-replicas", str(replicas_), "--route", "round-robin",
                *args)
