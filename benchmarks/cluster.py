@@ -163,6 +163,19 @@ def ours_left(nodes: list[str]) -> int:
                for n in nodes)
 
 
+def wait_health(head: str, port: int, timeout: float = 300) -> None:
+    """Poll http://HEAD:PORT/health every 50 ms until it answers 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://{head}:{port}/health", timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"by hand: no /health 200 from {head}:{port} in {timeout:g}s")
+
+
 def by_hand(nodes: list[tuple[str, str]], image: str) -> float:
     """Start the same stand-in containers by hand on every node at once -> /health 200."""
     head = nodes[0][1]
@@ -185,13 +198,7 @@ def by_hand(nodes: list[tuple[str, str]], image: str) -> float:
         t.start()
     for t in threads:
         t.join()
-    while True:
-        try:
-            if requests.get(f"http://{head}:{port}/health", timeout=1).status_code == 200:
-                break
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
+    wait_health(head, port)
     elapsed = time.monotonic() - t0
     for node, name in names:
         node_docker(node, "rm", "-f", name, check=False)

@@ -28,7 +28,6 @@ import time
 from pathlib import Path
 
 import cluster as bench
-import requests
 
 sys.path.insert(0, str(bench.REPO / "tests/cluster"))
 from deploy import marked_leftovers  # noqa: E402 - the cluster suite's probe of pyxis leftovers
@@ -51,18 +50,6 @@ def standin_argv(n: int, head: str, rank: str) -> list[str]:
     return argv
 
 
-def wait_health(head: str, timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://{head}:{PORT}/health", timeout=1).status_code == 200:
-                return
-        except requests.RequestException:
-            pass
-        time.sleep(0.05)
-    raise RuntimeError(f"by hand: no /health 200 from {head}:{PORT} in {timeout:g}s")
-
-
 def by_hand_pyxis(nodes: list[tuple[str, str]], sqsh: str) -> float:
     """One srun step in an allocation already granted (as a user inside salloc would), each task
     the stand-in in its node's pyxis container."""
@@ -80,7 +67,7 @@ def by_hand_pyxis(nodes: list[tuple[str, str]], sqsh: str) -> float:
          "--container-name=ss-bench-hand", "--container-writable", "--no-container-mount-home",
          "bash", "-c", rank_cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_health(head)
+        bench.wait_health(head, PORT)
         return time.monotonic() - t0
     finally:
         bench.sh("scancel", job_id, check=False)
