@@ -158,8 +158,9 @@ def _why_not(name: str, found: Mapping[int, Mapping[str, str]], srun_plugin: boo
 # What a runtime's containers cannot do, and why (a plan's `needs` are checked against it).
 UNABLE: dict[str, dict[str, str]] = {
     "pyxis": {"sshd": "an sshd inside an enroot container fails OpenSSH's privilege separation "
-                      "in enroot's user namespace, so TRT-LLM's MPI world over ssh cannot form "
-                      "across nodes; run it on one node, or with --runtime docker"},
+                      "in enroot's user namespace, so an MPI world over ssh cannot form across "
+                      "nodes (slurmserve plans TRT-LLM there as srun --mpi=pmix instead); run "
+                      "this plan with --runtime docker"},
 }
 
 
