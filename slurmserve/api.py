@@ -100,10 +100,9 @@ def plan_cluster(spec: ServeSpec, allocation: Allocation) -> ClusterPlan:
 def preview_allocation(spec: ServeSpec, job_id: str = "JOBID") -> Allocation:
     """A stand-in allocation for showing a plan before SLURM has given us nodes (with
     `--runtime auto`, as for docker: the site decides at run time)."""
-    launch = runtimes.get(spec.runtime).MPI_LAUNCH if spec.runtime != "auto" else "ssh"
     return Allocation(job_id=job_id, nodes=tuple(
         NodeInfo(name=f"node{i + 1}", address=f"{PREVIEW_NET}.{i + 1}")
-        for i in range(spec.nodes)), mpi_launch=launch)
+        for i in range(spec.nodes)), mpi_launch=runtimes.mpi_launch(spec.runtime))
 
 
 def render_sbatch(spec: ServeSpec, python: str | None = None, run_args: list[str] | None = None

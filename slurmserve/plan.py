@@ -198,6 +198,11 @@ class ClusterPlan:
     def endpoint(self) -> str:
         return f"http://{host_port(self.head_address, self.port)}"
 
+    @property
+    def step_tasks(self) -> int:
+        """The serving step's tasks: the world's ranks with an MPI plugin, else one a node."""
+        return self.world_size if self.mpi else len(self.nodes)
+
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["endpoint"] = self.endpoint

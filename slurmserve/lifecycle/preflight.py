@@ -114,8 +114,7 @@ class Preflight:
         return self.verdict.port or self.http.port
 
     def allocation(self, job_id: str) -> Allocation:
-        launch = runtimes.get(self.runtime).MPI_LAUNCH if self.runtime else "ssh"
-        return Allocation(job_id, tuple(self.verdict.nodes), launch)
+        return Allocation(job_id, tuple(self.verdict.nodes), runtimes.mpi_launch(self.runtime))
 
 
 def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:

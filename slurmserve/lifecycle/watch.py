@@ -38,11 +38,9 @@ class Serving:
         self.bundle = bundle
         self.done = threading.Event()  # set at teardown: the log followers end
         ctx.ranks = len(plan.nodes)
-        # With an MPI plugin (srun --mpi) the step's tasks are the world's ranks, in blocks
-        # of tasks_per_node; otherwise one task per node.
         self.proc: Process = ctx.steps.start(
             step, bundle.script_path, nodes=len(plan.nodes), label=step,
-            options=bundle.step_options, tasks=plan.world_size if plan.mpi else None,
+            options=bundle.step_options, tasks=plan.step_tasks,
             tasks_per_node=plan.tasks_per_node)
         threading.Thread(target=self._read_step, daemon=True).start()
         for node in bundle.nodes:  # printed only when following; always watched

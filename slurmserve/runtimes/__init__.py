@@ -83,6 +83,12 @@ def for_image(image: str) -> tuple[str, ...]:
     return owners or RUNTIMES
 
 
+def mpi_launch(name: str) -> str:
+    """How an MPI world spans nodes under runtime `name`; "ssh" while none is chosen yet
+    ("" or "auto": a preview, before the site decides)."""
+    return get(name).MPI_LAUNCH if name and name != "auto" else "ssh"
+
+
 def candidates(spec: ServeSpec) -> tuple[str, ...]:
     """The runtimes preflight probes: the chosen one, or for auto every one fit for the image."""
     if spec.runtime != "auto":
