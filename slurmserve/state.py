@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -229,16 +230,24 @@ def write(run_dir: str, record: JobRecord) -> str:
     """Atomically write run_dir/state.json (stamped `updated`) and index it by job ID."""
     data = dataclasses.replace(record, updated=time.time()).to_dict()
     path = os.path.join(run_dir, "state.json")
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    _replace(path, json.dumps(data, indent=2, sort_keys=True))
     index = index_dir()
     index.mkdir(parents=True, exist_ok=True)
-    (index / f"{record.job}.path").write_text(os.path.abspath(path) + "\n")
+    # Readers (`submit` waiting, `status`) poll the index while the driver rewrites it.
+    _replace(str(index / f"{record.job}.path"), os.path.abspath(path) + "\n")
     if record.name:
         _join_deployment(record.name, record.job)
     return path
+
+
+def _replace(path: str, text: str) -> None:
+    """Write `path` so that a reader sees the old text or the new, never a part: a temporary
+    file of this process and thread (the driver and `submit` write the same records), then
+    rename."""
+    tmp = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
 
 
 def deployments_dir() -> Path:

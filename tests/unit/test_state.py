@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 
@@ -117,3 +118,21 @@ def test_job_status_round_trip_and_v0_rows():
     assert JobStatus.from_dict(data) == row
     v0 = {k: v for k, v in data.items() if k != "schema"}
     assert JobStatus.from_dict(v0) == row
+
+def test_a_reader_never_sees_a_known_job_vanish_while_its_record_is_rewritten(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    record = JobRecord(job="905", status=Status.PENDING, engine="sglang", model="m",
+                       run_dir=str(run_dir))
+    state.write(str(run_dir), record)
+    done = threading.Event()
+    def rewrite():
+        for _ in range(2000):
+            state.write(str(run_dir), record)
+        done.set()
+    threading.Thread(target=rewrite).start()
+    misses = 0
+    while not done.is_set():
+        misses += state.find("905") is None
+    assert misses == 0
