@@ -36,6 +36,7 @@ class Process(Protocol):
     """What callers use of a started process (a subset of `subprocess.Popen`)."""
 
     stdout: IO[str] | None
+    stdin: IO[str] | None  # a pipe only when started with feed=True
     returncode: int | None
 
     def poll(self) -> int | None: ...
@@ -48,7 +49,8 @@ class Runner(Protocol):
     def run(self, argv: Sequence[str], *, timeout: float | None = 60,
             env: Mapping[str, str] | None = None) -> Result: ...
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process: ...
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              feed: bool = False) -> Process: ...
 
     def replace_process(self, argv: Sequence[str]) -> NoReturn: ...
 
@@ -69,12 +71,13 @@ class SubprocessRunner:
                               ) from None
         return Result(tuple(argv), proc.returncode, proc.stdout, proc.stderr)
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process:
-        """stdout and stderr merged, line-buffered text."""
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              feed: bool = False) -> Process:
+        """stdout and stderr merged, line-buffered text; `feed`: stdin is a pipe to write to."""
         try:
             return subprocess.Popen(
                 list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, text=True, bufsize=1,
+                stdin=subprocess.PIPE if feed else subprocess.DEVNULL, text=True, bufsize=1,
                 env=None if env is None else dict(env), start_new_session=True)
         except FileNotFoundError:
             raise _not_found(argv) from None
@@ -113,9 +116,11 @@ def run(argv: Sequence[str], *, timeout: float | None = 60, env: Mapping[str, st
     return result
 
 
-def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> Process:
-    """Start a long-running process with line-buffered text output (stdout and stderr)."""
-    return current().start(argv, env=env)
+def start(argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+          feed: bool = False) -> Process:
+    """Start a long-running process with line-buffered text output (stdout and stderr).
+    `feed`: its stdin is a pipe the caller writes to."""
+    return current().start(argv, env=env, feed=feed)
 
 
 def replace_process(argv: Sequence[str]) -> NoReturn:

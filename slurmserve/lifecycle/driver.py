@@ -25,6 +25,7 @@ from ..console import Console
 from ..errors import EXIT_FAILURE, EXIT_OK, LaunchError, Stopped
 from ..plan import ClusterPlan
 from ..slurm import Job
+from ..slurm.steps import HeldStep
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
 from . import argcheck, distribute, handover, idle, launch, preflight, replicas, teardown, watch
@@ -93,6 +94,7 @@ class Lifecycle:
         self.serving: Serving | None = None
         self.ready: Ready | None = None
         self.fleet: replicas.Fleet | None = None  # with --replicas N > 1
+        self.held: HeldStep | None = None  # the preflight step, waiting to run the launch
         self._record_lock = threading.Lock()  # replica watchdogs write the record too
 
     def start(self) -> None:
@@ -103,7 +105,9 @@ class Lifecycle:
         engine = engines.get(spec.engine)
         one = spec.replica_spec  # what each replica runs (the whole spec without replicas)
         resolution = engine.resolve(one)
-        pre = preflight.check(ctx, resolution)
+        # Held: with one serving step on the preflight's nodes, it runs in the same tasks.
+        pre = preflight.check(ctx, resolution, hold=spec.replicas == 1 and not spec.serve_for)
+        self.held = pre.held
         self.runtime = pre.runtime or pre.verdict.closest  # what teardown cleans with
         preflight.require(ctx, pre)
         teardown.remove_leftovers(ctx, preflight.leftover_jobs(pre.facts, ctx.job.job_id,
@@ -129,7 +133,8 @@ class Lifecycle:
         ctx.console.phase("launch", f"{plan.engine} ({plan.mode}) world={plan.world_size} "
                           f"on {roles}, runtime {pre.runtime}")
         self._enter_launch()
-        self.serving = Serving(ctx, plan, bundle, watch.rdma_expected(ctx, devices(pre, plan)))
+        self.serving = Serving(ctx, plan, bundle, watch.rdma_expected(ctx, devices(pre, plan)),
+                               held=self.held)
         self.ready = watch.wait_ready(ctx, self.serving)
         self.plan = self.ready.plan
         self._announce_ready()
@@ -207,6 +212,8 @@ class Lifecycle:
     def finish(self) -> None:
         ctx = self.ctx
         t0 = time.monotonic()
+        if self.held is not None:
+            self.held.release()  # no-op once the launch runs in it
         if self.status != Status.FAILED:
             self.status = Status.STOPPING
         if self.fleet is not None:

@@ -16,7 +16,7 @@ from ..images import TarballImage
 from ..plan import Allocation, ImageCheck, NodeInfo, PortBlock
 from ..render import render_template
 from ..runtimes import _common as common
-from ..slurm.steps import Facts
+from ..slurm.steps import Facts, HeldStep
 from ..spec import ServeSpec
 from ..state import Phase
 from .context import RunContext
@@ -95,6 +95,7 @@ class Preflight:
     http: HttpPort
     runtime: str  # the chosen runtime ("" when none works: the verdict fails)
     images: dict[str, runtimes.ImagePlan]  # per candidate runtime
+    held: HeldStep | None = None  # the step, waiting: the launch may run in it
 
     @property
     def image_plan(self) -> runtimes.ImagePlan:
@@ -117,8 +118,9 @@ class Preflight:
         return Allocation(job_id, tuple(self.verdict.nodes), runtimes.mpi_launch(self.runtime))
 
 
-def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
-    """Run the preflight step on every node and judge it; starts nothing."""
+def check(ctx: RunContext, resolution: engines.Resolution, hold: bool = False) -> Preflight:
+    """Run the preflight step on every node and judge it; starts nothing. `hold`: the step's
+    tasks wait after reporting, for the launch to run in them (`Preflight.held`)."""
     spec = ctx.spec
     head_ip = slurm.node_address(ctx.nodes[0])
     tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
@@ -135,16 +137,17 @@ def check(ctx: RunContext, resolution: engines.Resolution) -> Preflight:
     script = render_template(
         "preflight.sh.j2", head_ip=head_ip, images={n: p.image for n, p in plans.items()},
         tarball=tarball.path if tarball else "", device_globs=list(globs), ports=ports,
-        stage_dir=spec.stage_dir, **runtimes.shell_context("", ctx.job.job_id))
+        stage_dir=spec.stage_dir, hold=hold, **runtimes.shell_context("", ctx.job.job_id))
     ctx.enter(Phase.PREFLIGHT)
     ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
-    result = ctx.steps.run("preflight", script, timeout=120)
+    result = ctx.steps.run("preflight", script, timeout=120, hold=hold)
     note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
     options = runtimes.srun_options(list(plans))
     plugin = bool(options) and slurm.srun_offers(*options)
     verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
                        note, plans=plans, srun_plugin=plugin)
-    return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans)
+    return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans,
+                     result.held)
 
 
 def listen_ports(spec: ServeSpec, resolution: engines.Resolution, block: PortBlock,

@@ -12,7 +12,7 @@ from ..errors import LaunchError, Stopped
 from ..plan import ClusterPlan
 from ..runner import Process
 from ..runtimes import _common as common
-from ..slurm.steps import parse_fact
+from ..slurm.steps import HeldStep, parse_fact
 from ..state import Phase
 from .context import RunContext
 from .health import Prober
@@ -31,17 +31,24 @@ class Serving:
     """The running serving step: one task per node, each running its node's container."""
 
     def __init__(self, ctx: RunContext, plan: ClusterPlan, bundle: Launch,
-                 rdma_expected: dict[int, bool], step: str = SERVE_STEP) -> None:
+                 rdma_expected: dict[int, bool], step: str = SERVE_STEP,
+                 held: HeldStep | None = None) -> None:
         self.ctx = ctx
-        self.step = step  # the step's name: a replica's own
         self.plan = plan
         self.bundle = bundle
         self.done = threading.Event()  # set at teardown: the log followers end
         ctx.ranks = len(plan.nodes)
-        self.proc: Process = ctx.steps.start(
-            step, bundle.script_path, nodes=len(plan.nodes), label=step,
-            options=bundle.step_options, tasks=plan.step_tasks,
-            tasks_per_node=plan.tasks_per_node)
+        if held is not None and held.fits(len(plan.nodes), plan.step_tasks, bundle.step_options):
+            self.step = held.name  # the preflight step's tasks run the node script now
+            self.proc: Process = held.launch(bundle.script_path)
+        else:
+            if held is not None:
+                held.release()
+            self.step = step  # the step's name: a replica's own
+            self.proc = ctx.steps.start(
+                step, bundle.script_path, nodes=len(plan.nodes), label=step,
+                options=bundle.step_options, tasks=plan.step_tasks,
+                tasks_per_node=plan.tasks_per_node)
         threading.Thread(target=self._read_step, daemon=True).start()
         for node in bundle.nodes:  # printed only when following; always watched
             watch = LogWatch(node.host, rdma_expected.get(node.rank, False))

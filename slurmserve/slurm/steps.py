@@ -68,11 +68,68 @@ def parse(text: str) -> Facts:
     return facts
 
 
+class HeldStep:
+    """A step whose tasks have reported and now wait, one per node, for the driver's word on
+    stdin (srun --input=all gives every task the same line): `launch PATH` runs that script
+    in the same tasks, sparing a second srun step; anything else, or EOF (the driver gone),
+    ends them."""
+
+    def __init__(self, name: str, proc: runner.Process, nodes: int) -> None:
+        self.name = name  # the step's name in squeue (its --job-name)
+        self.proc = proc
+        self.nodes = nodes
+        self._done = False
+
+    def fits(self, nodes: int, tasks: int, options: Sequence[str]) -> bool:
+        """Whether a launch of this shape can run in it: one task on each of its nodes, no
+        srun options of its own (a runtime's step options need a step of their own)."""
+        return not self._done and self.proc.poll() is None and nodes == self.nodes \
+            and tasks == nodes and not options
+
+    def launch(self, path: str) -> runner.Process:
+        """Run `path` in every task; the step's process (its output from now on) is the
+        caller's."""
+        assert not self._done, "a held step is told once"
+        self._done = True
+        self._say(f"launch {path}\n")
+        return self.proc
+
+    def release(self) -> None:
+        """End the tasks (idempotent); the step's end is waited for in the background."""
+        if self._done:
+            return
+        self._done = True
+        self._say("")
+        threading.Thread(target=self._drain, daemon=True).start()
+
+    def _say(self, word: str) -> None:
+        stdin = self.proc.stdin
+        if stdin is None:
+            return
+        try:
+            if word:
+                stdin.write(word)
+                stdin.flush()
+            stdin.close()
+        except (OSError, ValueError):
+            pass  # the step is gone already: its tasks have ended
+
+    def _drain(self) -> None:
+        try:
+            if self.proc.stdout is not None:
+                for _ in self.proc.stdout:
+                    pass
+            self.proc.wait(30)
+        except (OSError, ValueError, runner.TimeoutExpired):
+            terminate(self.proc)
+
+
 @dataclass(frozen=True)
 class StepResult:
     code: int
     out: str
     facts: Facts
+    held: HeldStep | None = None  # a held step still waiting for the driver's word
 
 
 class StepRunner:
@@ -103,15 +160,21 @@ class StepRunner:
 
     def run(self, name: str, script: str, *, nodes: int | None = None, timeout: float = 3600,
             on_fact: Callable[[Fact], None] | None = None,
-            options: Sequence[str] = ()) -> StepResult:
+            options: Sequence[str] = (), hold: bool = False) -> StepResult:
         """Run to completion on every node (or the first `nodes`); Stopped on a stop.
-        `options`: more srun options (a runtime's, for a step that runs inside the image)."""
+        `options`: more srun options (a runtime's, for a step that runs inside the image).
+        `hold`: the script ends by waiting for the driver's word (see HeldStep); the result
+        comes as soon as every task has reported `done`, with the step in `held`."""
         path = self.write(name, script)
         if self.stop.is_set():
             raise Stopped
-        proc = runner.start(self.argv(path, name, nodes, options))
+        count = nodes or self.nodes
+        if hold:
+            options = [*options, "--input=all"]
+        proc = runner.start(self.argv(path, name, count, options), feed=hold)
         lines: list[str] = []
         facts = Facts()
+        reported = threading.Event()  # every task said `done`: a held step waits now
 
         def read() -> None:
             assert proc.stdout is not None
@@ -122,18 +185,24 @@ class StepRunner:
                     facts.add(fact)
                     if on_fact:
                         on_fact(fact)
+                    if hold and fact.key == "done" and len(facts.by_rank) == count and all(
+                            "done" in facts.by_rank[r] for r in facts.by_rank):
+                        reported.set()
+                        return  # the rest of the output is the launch's (HeldStep.launch)
 
         reader = threading.Thread(target=read, daemon=True)
         reader.start()
         deadline = time.monotonic() + timeout
-        while proc.poll() is None:
+        while proc.poll() is None and not reported.is_set():
             if self.stop.is_set() or time.monotonic() > deadline:
                 terminate(proc)
                 reader.join(5)
                 if self.stop.is_set():
                     raise Stopped
                 raise LaunchError(f"{name} did not finish within {timeout:g}s")
-            time.sleep(0.05)
+            reported.wait(0.05)
+        if reported.is_set() and proc.poll() is None:
+            return StepResult(0, "".join(lines), facts, HeldStep(f"slurmserve-{name}", proc, count))
         reader.join(5)
         code = proc.returncode if proc.returncode is not None else proc.poll() or 0
         if code != 0 and (self.stop.is_set() or self.job_ended()):

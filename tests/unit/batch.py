@@ -53,7 +53,8 @@ class FakeBatch:
             return Result(tuple(argv), 0, "", "")
         raise AssertionError(f"unexpected command {argv}")
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> NoReturn:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              feed: bool = False) -> NoReturn:
         raise AssertionError(f"unexpected process {list(argv)}")
 
     def replace_process(self, argv: Sequence[str]) -> NoReturn:

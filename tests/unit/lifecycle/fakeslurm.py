@@ -6,6 +6,7 @@ of fake_docker.py first on PATH. Every node is 127.0.0.1. No root, no daemons.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -23,23 +24,52 @@ from slurmserve.runner import Result
 HERE = Path(__file__).resolve().parent
 
 
+class Broadcast:
+    """srun --input=all: what is written to srun's stdin reaches every task's."""
+
+    def __init__(self, pipes: Sequence[IO[str]]) -> None:
+        self.pipes = list(pipes)
+        self.said: list[str] = []  # everything written, for tests
+
+    def write(self, text: str) -> int:
+        self.said.append(text)
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):  # that task has ended
+                pipe.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.flush()
+
+    def close(self) -> None:
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError):
+                pipe.close()
+
+
 class FakeStep:
     """One srun: a task per node, their output merged into one pipe (what srun prints)."""
 
     def __init__(self, step_id: str, name: str, script: str, nodes: Sequence[str],
-                 env: Mapping[str, str]) -> None:
+                 env: Mapping[str, str], feed: bool = False) -> None:
         self.step_id = step_id
         self.name = name
+        self.script = script
         read, write = os.pipe()
         self.tasks = []
         for rank, node in enumerate(nodes):
             task_env = {**env, "SLURM_PROCID": str(rank), "SLURMD_NODENAME": node,
                         "SLURM_STEP_ID": step_id}
-            self.tasks.append(subprocess.Popen(["bash", script], stdout=write, stderr=write,
-                                               stdin=subprocess.DEVNULL, env=task_env,
-                                               start_new_session=True))
+            self.tasks.append(subprocess.Popen(
+                ["bash", script], stdout=write, stderr=write,
+                stdin=subprocess.PIPE if feed else subprocess.DEVNULL, text=True, env=task_env,
+                start_new_session=True))
         os.close(write)
         self.stdout: IO[str] | None = os.fdopen(read, "r", encoding="utf-8", errors="replace")
+        self.stdin: Broadcast | None = Broadcast(
+            [t.stdin for t in self.tasks if t.stdin is not None]) if feed else None
         self.returncode: int | None = None
 
     def poll(self) -> int | None:
@@ -139,6 +169,12 @@ class FakeSlurm:
     def step_names(self) -> list[str]:
         return [s.name for s in self.steps]
 
+    def launched(self) -> list[str]:
+        """The steps that ran the node script: a serving step of its own, or a held step told
+        to launch it."""
+        return [s.name for s in self.steps if os.path.basename(s.script) == "node.sh"
+                or (s.stdin is not None and any(w.startswith("launch ") for w in s.stdin.said))]
+
     def cancel(self) -> None:
         """What scancel does: the job ends and SLURM signals every step's tasks."""
         self.job_state = "CANCELLED"
@@ -167,11 +203,13 @@ class FakeSlurm:
         code, out = handler(argv[1:])
         return Result(tuple(argv), code, out, "")
 
-    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None) -> FakeStep:
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None,
+              feed: bool = False) -> FakeStep:
         argv = list(argv)
         self.calls.append(argv)
         assert argv[0] == "srun", argv
-        step = self._srun(argv)
+        assert feed == ("--input=all" in argv), "a fed step broadcasts its stdin to every task"
+        step = self._srun(argv, feed)
         if step is None:  # a refused step: ends at once with srun's error
             return FakeStep("refused", "refused", str(self._refusal()), (self.nodes[0],),
                             self.env)
@@ -182,7 +220,7 @@ class FakeSlurm:
 
     # -- SLURM commands ---------------------------------------------------------------------
 
-    def _srun(self, argv: list[str]) -> FakeStep | None:
+    def _srun(self, argv: list[str], feed: bool = False) -> FakeStep | None:
         if self.job_state != "RUNNING":
             return None
         opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
@@ -190,7 +228,7 @@ class FakeSlurm:
         name = opts.get("job-name", "step")
         script = argv[-1]
         step = FakeStep(f"{self.job_id}.{len(self.steps)}", name, script, self.nodes[:count],
-                        self.env)
+                        self.env, feed)
         self.steps.append(step)
         hook = self.on_step.get(name)
         if hook:

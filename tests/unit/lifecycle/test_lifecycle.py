@@ -124,8 +124,18 @@ def stop_marker(run: Run) -> Callable[[], None]:
     return lambda: (run.run_dir / state.STOP_MARKER).write_text("now\n")
 
 
-def started(step_name: str, slurm: FakeSlurm) -> Callable[[], bool]:
-    return lambda: step_name in slurm.step_names()
+def steps_end(slurm: FakeSlurm, within: float = 5.0) -> bool:
+    """Every step's tasks end (a released held step ends in the background)."""
+    deadline = time.monotonic() + within
+    while any(step.poll() is None for step in slurm.steps):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def launched(slurm: FakeSlurm) -> Callable[[], bool]:
+    return lambda: bool(slurm.launched())
 
 
 def test_ready_then_stop_leaves_nothing(slurm, tmp_path, capsys):
@@ -154,7 +164,9 @@ def test_ready_then_stop_leaves_nothing(slurm, tmp_path, capsys):
     assert engine and "slurmserve.job=4242" in engine[0]
     assert not list(run.run_dir.glob("*.env")), "env files (secrets) must be gone"
     assert slurm.step_names() == ["slurmserve-preflight", "slurmserve-distribute",
-                                  "slurmserve-argcheck", "slurmserve-serve", "slurmserve-cleanup"]
+                                  "slurmserve-argcheck", "slurmserve-cleanup"]
+    assert slurm.launched() == ["slurmserve-preflight"]  # in the preflight's own tasks
+    assert steps_end(slurm)
     assert "args      not checked: no vllm parser in the image" in run.stderr
 
 
@@ -192,7 +204,8 @@ def test_preflight_failure_starts_nothing(slurm, tmp_path, capsys):
     assert "preflight failed, nothing was started" in run.stderr
     assert "node n2: docker is not usable here" in run.stderr
     assert not [c for c in slurm.docker_calls() if c[1][0] in ("run", "load")]
-    assert "slurmserve-serve" not in slurm.step_names()
+    assert not slurm.launched()
+    assert steps_end(slurm)  # the held preflight's tasks too
 
 
 @pytest.mark.parametrize("phase, setup, trigger", [
@@ -301,14 +314,15 @@ def test_ray_mode_checks_ray_inside_the_image_on_every_node(slurm, tmp_path, cap
     assert "image check failed, nothing was started" in run.stderr
     assert "node n1: image check `ray --version` failed" in run.stderr
     assert "node n2: image check `ray --version` failed" in run.stderr
-    assert "slurmserve-serve" not in slurm.step_names()
+    assert not slurm.launched()
+    assert steps_end(slurm)  # the held preflight's tasks too
 
 
 def test_ray_mode_with_ray_in_the_image_goes_on_to_launch(slurm, tmp_path, capsys):
     run = Run(slurm, tmp_path, nodes=2, tp=1, pp=2, launch_mode="ray")
     fake_tool(slurm, "ray", "ray, version 2.60.0")
     slurm.set_control(healthy=False)
-    when(started("slurmserve-serve", slurm), interrupt)
+    when(launched(slurm), interrupt)
     run(capsys)
     assert "checked on 2 node(s): ray: ray, version 2.60.0" in run.stderr
     assert "SIGINT during" in run.stderr and slurm.containers() == []
@@ -405,7 +419,8 @@ def test_a_flag_the_engine_rejects_fails_before_anything_starts(slurm, tmp_path,
     assert "argument check failed, nothing was started" in run.stderr
     assert "rank 0 (n1): vllm 9.9 rejects `--bogus-flag`: unrecognized arguments" in run.stderr
     assert "remove --bogus-flag or spell it as vllm 9.9 does" in run.stderr
-    assert "slurmserve-serve" not in slurm.step_names()
+    assert not slurm.launched()
+    assert steps_end(slurm)  # the held preflight's tasks too
     assert [node for node, a in slurm.docker_calls("run") if "--name" not in a] == ["n1"]
 
 
@@ -439,3 +454,13 @@ def test_no_check_args_skips_the_check(slurm, tmp_path, capsys):
     assert run.code == 0, run.stderr
     assert "slurmserve-argcheck" not in slurm.step_names()
     assert run.record().engine_version is None
+
+
+def test_a_port_something_listens_on_fails_preflight(slurm, tmp_path, capsys):
+    """Read from the kernel's socket tables: a listener on any address takes the port."""
+    run = Run(slurm, tmp_path)
+    with socket.create_server(("127.0.0.1", run.spec.port)):
+        run(capsys)
+    assert run.code == 1
+    assert f"node n1: port(s) {run.spec.port} already in use" in run.stderr
+    assert not slurm.launched() and steps_end(slurm)
