@@ -43,6 +43,7 @@ from sandboxlib import (
 MODEL = "org/tiny-model"
 PORT = 23871  # an explicit --port, for holds that must know the port before the job exists
 SGLANG_PORT = 30000  # SGLang's default HTTP port
+SLURMD_PORT = "6818"  # the sandbox's slurmd (SLURM's default SlurmdPort)
 TWO = ("--nodes", "2", "--tp", "2")
 
 
@@ -121,13 +122,15 @@ def wait_until(what: str, probe, timeout: float = 30) -> None:
         time.sleep(0.05)
 
 
-def start_in_phase(phase: str, deploy, sandbox: Sandbox, variant, stack: ExitStack) -> Deployment:
-    """Start a 2-node run and return once it is inside PHASE, held there."""
-    if phase == "preflight":  # the port probe of preflight hangs on a filtered port
-        hits = stack.enter_context(dropped(sandbox, "n1", "--dport", str(PORT)))
-        d = deploy(2, "sglang", MODEL, *TWO, "--port", str(PORT), nodelist="n1,n2")
+def start_in_phase(phase: str, deploy, sandbox: Sandbox, variant, stack: ExitStack,
+                   hold: ExitStack) -> Deployment:
+    """Start a 2-node run and return once it is inside PHASE, held there (by `stack`, or by
+    `hold` where the stop's own teardown needs what holds it)."""
+    if phase == "preflight":  # n1's slurmd does not answer: the step's launch there hangs
+        hits = hold.enter_context(dropped(sandbox, "n1", "--dport", SLURMD_PORT))
+        d = deploy(2, "sglang", MODEL, *TWO, nodelist="n1,n2")
         d.wait_err(r"preflight +checking")
-        wait_until(f"the probe of port {PORT} on n1 hangs", lambda: hits() > 0)
+        wait_until("the preflight step's launch on n1 hangs", lambda: hits() > 0)
     elif phase == "image load" and RUNTIME in STEP_RUNTIMES:  # converted once: into a new cache
         cache = stack.enter_context(tempfile.TemporaryDirectory(dir=str(variant[0].parent)))
         d = deploy(2, "sglang", MODEL, *TWO, "--image", str(variant[0]), "--image-cache", cache,
@@ -162,17 +165,19 @@ STOPS = [(how, phase) for how in ("SIGINT", "SIGTERM", "scancel") for phase in P
 
 @pytest.mark.parametrize("how,phase", STOPS)
 def test_stop_in_every_phase(deploy, sandbox, variant, foreign, how, phase):
-    with ExitStack() as stack:
-        d = start_in_phase(phase, deploy, sandbox, variant, stack)
+    with ExitStack() as stack, ExitStack() as hold:
+        d = start_in_phase(phase, deploy, sandbox, variant, stack, hold)
         said = "launch (1 of 2 containers started)" if phase == "launch" else phase
         if how == "scancel":
             sandbox.host("scancel", d.job_id)
+            hold.close()
             # SLURM ends every step: each node's task stops its container on SLURM's SIGTERM.
             assert_clean_end(d, sandbox, 0, f"job {d.job_id} was ended by SLURM",
                              f"during {said}", "SLURM ended the job's steps", foreign=foreign,
                              settle=15)
         else:
             d.signal_driver(getattr(signal, how))
+            hold.close()
             assert_clean_end(d, sandbox, 0, f"slurmserve: {how} during {said}, stopping",
                              f"no container of job {d.job_id} left", foreign=foreign)
     if phase in PHASES[2:]:
@@ -253,13 +258,14 @@ def test_network_cut_while_serving(deploy, sandbox, foreign):
 def test_network_cut_while_starting(deploy, sandbox, foreign):
     """n2 cut off after its container started, before the group formed: the head never
     becomes ready, the run fails at its health timeout, n1 is clean at once and n2 once its
-    link is back."""
-    d = deploy(2, "sglang", MODEL, *TWO, "--health-timeout", "15",
-               "--env", "SLURMSERVE_STANDIN_FAULT=slow-start=5@0", nodelist="n1,n2")
+    link is back. What n2 sends n1 is dropped from the start, so the group cannot form before
+    the cut however fast the ranks start."""
     try:
-        d.wait_err(r"\[1@n2\]: container \S+ started")
-        cut_network("n2")
-        assert d.wait(120) == 1, d.err
+        with dropped(sandbox, "n1", "--source", sandbox.addr("n2")):
+            d = deploy(2, "sglang", MODEL, *TWO, "--health-timeout", "15", nodelist="n1,n2")
+            d.wait_err(r"\[1@n2\]: container \S+ started")
+            cut_network("n2")
+            assert d.wait(120) == 1, d.err
         assert "not ready after 15s" in d.err, d.err
         assert "could not check n2" in d.err, d.err
         reconnect_and_see_n2_cleaned(sandbox, d.job_id)
@@ -383,9 +389,15 @@ def test_port_taken_on_the_head(deploy, sandbox, explicit):
          "import socket, sys, time\n"
          f"s = socket.create_server(('0.0.0.0', {port}))\n"
          "print('listening', flush=True)\ntime.sleep(600)"],
-        stdout=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert holder.stdout and holder.stdout.readline().strip() == "listening"
+        said = holder.stdout.readline().strip() if holder.stdout else ""
+        if said != "listening":  # say why (e.g. something of an earlier test still there)
+            holder.kill()
+            _, err = holder.communicate(timeout=30)
+            listeners = sandbox.exec("n1", "ss", "-ltnp", check=False).stdout
+            raise AssertionError(f"the test's own listener on n1:{port} did not start: "
+                                 f"{err.strip()[-2000:]}\nlistening on n1:\n{listeners}")
         args = ("--port", str(port)) if explicit else ()
         d = deploy(2, "sglang", MODEL, *TWO, *args, nodelist="n1,n2")
         if explicit:

@@ -58,13 +58,16 @@ rt_exec() {  # NETWORK ENV_FILE MOUNTS -- ARGV: one throwaway container of $imag
 }
 
 rt_prepare() {  # NAME: a stale container of ours goes; someone else's is left alone
-  local stale
-  stale=$(docker ps --all --quiet --filter "name=^/?${1}\$" --filter "label=slurmserve.job=4242")
-  [[ -z "$stale" ]] || docker rm --force "$stale" >/dev/null
-  if [[ -n "$(docker ps --all --quiet --filter "name=^/?${1}\$")" ]]; then
-    echo "a container named $1 exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
-    return 1
-  fi
+  local id job
+  # One listing of the containers of that name, each with its job label ("" if it has none).
+  while read -r id job; do
+    if [[ -n "$job" && "$job" == 4242 ]]; then
+      docker rm --force "$id" >/dev/null
+    else
+      echo "a container named $1 exists on $here without the label slurmserve.job=4242; it is not ours, so it was left alone: remove or rename it and re-run"
+      return 1
+    fi
+  done < <(docker ps --all --filter "name=^/?${1}\$" --format '{{.ID}} {{.Label "slurmserve.job"}}')
 }
 
 rt_device_opts() {  # DEVICES...: pass each through; RDMA registers pinned memory (memlock)
