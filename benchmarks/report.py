@@ -123,6 +123,7 @@ def main() -> None:
             lines += [f"| {m['mode']} | {m['nodes']} | {m['sigint_to_no_container_s']:.2f} |"
                       for m in cluster["stop_modes"]]
             lines.append("")
+    lines += _overhead(_load("overhead.json"))
     lines += _runtimes(_load("runtimes.json"))
     lines += _replicas(_load("replicas.json"))
     lines += _handovers(_load("handover.json"))
@@ -143,6 +144,36 @@ def _staging(st: dict | None) -> list[str]:
             "| (on this one machine sbcast's copies land on the same disk the shared path is "
             "on, so staging is pure extra I/O here: the shared-path reads it saves cost nothing "
             "on this machine) | | | | |"]
+
+
+def _overhead(r: dict) -> list[str]:
+    """Issue 18's overhead in paired rounds per runtime and N (benchmarks/overhead.py)."""
+    if not r:
+        return []
+    rounds = r["rows"][0]["rounds"]
+    lines = ["## Orchestration overhead in paired rounds, 1-16 nodes (issue 18)", "",
+             f"`benchmarks/overhead.py`: at each N, {rounds} rounds of a repeated job "
+             "(`slurmserve run` -> READY) and the same stand-ins started by hand with the same "
+             "runtime (-> `/health` 200), the order swapped every round, every arm settled (the "
+             "previous job ended, writes on disk, the page cache dropped). Medians; the overhead "
+             "is the median of the paired differences, timed from the driver's start and, in "
+             "the next column, from the interpreter's (Python start-up and imports included). "
+             f"{r['machine']['cpus']} cores shared by every node; stand-in engine.", "",
+             "| runtime | nodes | READY s | by hand s | overhead s | from the interpreter s "
+             "| driver -> image phase s | launch -> engines started s |",
+             "|---|---|---|---|---|---|---|---|"]
+    for row in r["rows"]:
+        spans = row["spans"]
+        lines.append(
+            f"| {row['runtime']} | {row['nodes']} | {row['median_ready_s']:.2f} | "
+            f"{row['median_by_hand_s']:.2f} | {row['median_paired_overhead_s']:+.2f} | "
+            f"{row['median_paired_overhead_from_process_s']:+.2f} | "
+            f"{spans.get('driver -> image load', 0):.2f} | "
+            f"{spans.get('launch -> containers started', 0):.2f} |")
+    slopes = "; ".join(f"{rt}: overhead {v['overhead_s_per_node'] * 1000:+.0f} ms/node, by hand "
+                       f"{v['by_hand_s_per_node'] * 1000:+.0f} ms/node"
+                       for rt, v in r["slopes"].items())
+    return lines + ["", f"Least-squares slopes over N (target <= 10 ms/node): {slopes}.", ""]
 
 
 def _runtimes(r: dict) -> list[str]:
