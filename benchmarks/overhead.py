@@ -7,7 +7,8 @@ Per cell: the medians of both arms, the median of the paired differences (slurms
 from the driver's start, and from the interpreter's start), and the driver's timeline per
 phase (medians). A least-squares slope of the paired differences over N says how flat it is.
 Usage (root, sandbox up with >= max(N) nodes):
-    python benchmarks/overhead.py [--nodes 1,2,4,8,16] [--runtimes docker,pyxis] [--rounds 5]
+    python benchmarks/overhead.py [--nodes 1,2,4,8,16] [--runtimes docker,pyxis] [--rounds 4]
+        [--cold] [--out PATH]
 """
 
 from __future__ import annotations
@@ -39,11 +40,18 @@ def by_hand_arm(runtime: str, nodes, image: str, sqsh: str | None) -> float:
         runtimes.by_hand_pyxis(nodes, sqsh)
 
 
-def cell(runtime: str, all_nodes, path: str, n: int, rounds: int) -> dict:
+def settle(cold: bool) -> None:
+    if cold:
+        runtimes.flush()  # and the page cache dropped
+    else:
+        runtimes.flush(drop_caches=False)
+
+
+def cell(runtime: str, all_nodes, path: str, n: int, rounds: int, cold: bool) -> dict:
     nodes = all_nodes[:n]
     names = [name for name, _ in nodes]
     image = bench.image_id(path)
-    runtimes.flush()
+    settle(cold)
     first = bench.Run(names, path)  # loads or converts the image, checks the arguments
     first.wait_ready()
     sqsh = first.state().get("image")
@@ -52,14 +60,15 @@ def cell(runtime: str, all_nodes, path: str, n: int, rounds: int) -> dict:
     for k in range(rounds):
         arms = ["slurmserve", "by hand"] if k % 2 == 0 else ["by hand", "slurmserve"]
         for arm in arms:
-            runtimes.flush()
+            settle(cold)
             if arm == "slurmserve":
                 timelines.append(slurmserve_arm(names, path))
             else:
                 hand.append(by_hand_arm(runtime, nodes, image, sqsh))
     ready = [t["ready"] - t["driver"] for t in timelines]
     from_process = [t["ready"] - t["process"] for t in timelines]
-    row = {"runtime": runtime, "nodes": n, "rounds": rounds,
+    row = {"runtime": runtime, "nodes": n, "rounds": rounds, "page_cache": "dropped" if cold
+           else "warm",
            "order": ["slurmserve first" if k % 2 == 0 else "by hand first" for k in range(rounds)],
            "ready_s": ready, "ready_from_process_s": from_process, "by_hand_s": hand,
            "median_ready_s": statistics.median(ready),
@@ -89,7 +98,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--nodes", default="1,2,4,8,16")
     parser.add_argument("--runtimes", default="docker,pyxis")
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--cold", action="store_true",
+                        help="drop the page cache before every arm (default: warm)")
     parser.add_argument("--out", default=str(bench.REPO / "benchmarks/results/overhead.json"))
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
@@ -101,7 +112,7 @@ def main() -> None:
     results: dict = {"machine": {"cpus": os.cpu_count()}, "rows": [], "slopes": {}}
     for runtime in args.runtimes.split(","):
         bench.RUNTIME = runtime  # Run passes it as --runtime
-        rows = [cell(runtime, all_nodes, path, n, args.rounds) for n in counts]
+        rows = [cell(runtime, all_nodes, path, n, args.rounds, args.cold) for n in counts]
         results["rows"] += rows
         results["slopes"][runtime] = {
             "overhead_s_per_node": slope(rows, "median_paired_overhead_s"),

@@ -124,6 +124,7 @@ def main() -> None:
                       for m in cluster["stop_modes"]]
             lines.append("")
     lines += _overhead(_load("overhead.json"))
+    lines += _overhead(_load("overhead-cold.json"))
     lines += _runtimes(_load("runtimes.json"))
     lines += _replicas(_load("replicas.json"))
     lines += _handovers(_load("handover.json"))
@@ -151,11 +152,14 @@ def _overhead(r: dict) -> list[str]:
     if not r:
         return []
     rounds = r["rows"][0]["rounds"]
-    lines = ["## Orchestration overhead in paired rounds, 1-16 nodes (issue 18)", "",
-             f"`benchmarks/overhead.py`: at each N, {rounds} rounds of a repeated job "
-             "(`slurmserve run` -> READY) and the same stand-ins started by hand with the same "
-             "runtime (-> `/health` 200), the order swapped every round, every arm settled (the "
-             "previous job ended, writes on disk, the page cache dropped). Medians; the overhead "
+    cold = r["rows"][0].get("page_cache") == "dropped"
+    lines = [f"## Orchestration overhead in paired rounds, 1-16 nodes, page cache "
+             f"{'dropped before every arm (--cold)' if cold else 'warm'} (issue 18)", "",
+             f"`benchmarks/overhead.py{' --cold' if cold else ''}`: at each N, {rounds} rounds "
+             "of a repeated job (`slurmserve run` -> READY) and the same stand-ins started by "
+             "hand with the same runtime (-> `/health` 200), the order swapped every round, "
+             "every arm settled (the previous job ended, its writes on disk"
+             + (", the page cache dropped" if cold else "") + "). Medians; the overhead "
              "is the median of the paired differences, timed from the driver's start and, in "
              "the next column, from the interpreter's (Python start-up and imports included). "
              f"{r['machine']['cpus']} cores shared by every node; stand-in engine.", "",

@@ -74,7 +74,7 @@ def by_hand_pyxis(nodes: list[tuple[str, str]], sqsh: str) -> float:
         step.wait(60)
 
 
-def flush(timeout: float = 120) -> None:
+def flush(timeout: float = 120, drop_caches: bool = True) -> None:
     """Each timed arm starts once the previous job has ended everywhere (pyxis removes the
     job's unpacked container as the job ends), with its writes on disk and the page cache
     dropped: under pyxis every job unpacks the squashfs on every node, and an arm started
@@ -84,7 +84,10 @@ def flush(timeout: float = 120) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError("jobs still in the queue: " + bench.sh("squeue").stdout)
         time.sleep(0.1)
-    bench.settle()  # sync, and the page cache dropped: every arm starts alike
+    if drop_caches:
+        bench.settle()  # sync, and the page cache dropped: every arm starts alike
+    else:
+        subprocess.run(["sync"], check=True)
 
 
 def ctrl_c(runtime: str, run: bench.Run, nodes: list[str]) -> float:
