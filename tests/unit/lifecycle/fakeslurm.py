@@ -120,8 +120,9 @@ class FakeSlurm:
         docker.write_text(f"#!/bin/sh\nexec {sys.executable} {HERE / 'fake_docker.py'} \"$@\"\n")
         docker.chmod(0o755)
         # The machine's own podman/enroot/apptainer stay out of it: on this fake's nodes they
-        # are installed but broken, so `auto` finds docker (tests of the others set their own).
-        for tool in ("podman", "enroot", "apptainer", "singularity"):
+        # are installed but broken, so `auto` finds docker (tests of the others set their own);
+        # curl too, so a docker daemon of this machine's is never asked (the probe's API path).
+        for tool in ("podman", "enroot", "apptainer", "singularity", "curl"):
             shim = bin_dir / tool
             shim.write_text(f"#!/bin/sh\necho '{tool}: not on this fake node' >&2\nexit 1\n")
             shim.chmod(0o755)
