@@ -4,7 +4,7 @@ PIP ?= $(PYTHON) -m pip
 SANDBOX := tests/cluster/sandbox
 NODES ?= 6
 
-.PHONY: install demo test unit lint sandbox-up sandbox-down images parsers bench clean
+.PHONY: install demo test unit lint sandbox-up sandbox-down images parsers bench bench-overhead clean
 
 install:
 	$(PIP) install --quiet --disable-pip-version-check -e '.[test]'
@@ -63,6 +63,12 @@ test: install lint sandbox-up parsers
 bench: install sandbox-up
 	$(PYTHON) benchmarks/cli_startup.py
 	$(PYTHON) benchmarks/cluster.py --nodes 1,2,3
+	$(PYTHON) benchmarks/report.py
+
+# Issue 18's overhead in paired rounds, docker and pyxis, 1-16 nodes (about 15 minutes).
+bench-overhead: install
+	$(SANDBOX) up --nodes 16
+	$(PYTHON) benchmarks/overhead.py --nodes 1,2,4,8,16
 	$(PYTHON) benchmarks/report.py
 
 clean:

@@ -1,14 +1,16 @@
 """Orchestration overhead (issue 18), in paired rounds: at each N, R rounds of a repeated job
 through `slurmserve run` -> READY against the same stand-ins started by hand with the same
 runtime -> /health 200, the arms' order swapped every round, every arm settled (the previous
-job ended, writes on disk, the page cache dropped).
+job ended, writes on disk, the page cache dropped, as benchmarks/runtimes.py does). --warm
+keeps the cache: under pyxis an arm started so ran up to 4x slower (6.2 s against 1.6 s at 1
+node), the previous job's unpacked container still being freed.
 
 Per cell: the medians of both arms, the median of the paired differences (slurmserve's time
 from the driver's start, and from the interpreter's start), and the driver's timeline per
 phase (medians). A least-squares slope of the paired differences over N says how flat it is.
 Usage (root, sandbox up with >= max(N) nodes):
     python benchmarks/overhead.py [--nodes 1,2,4,8,16] [--runtimes docker,pyxis] [--rounds 4]
-        [--cold] [--out PATH]
+        [--warm] [--out PATH]
 """
 
 from __future__ import annotations
@@ -99,8 +101,8 @@ def main() -> None:
     parser.add_argument("--nodes", default="1,2,4,8,16")
     parser.add_argument("--runtimes", default="docker,pyxis")
     parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--cold", action="store_true",
-                        help="drop the page cache before every arm (default: warm)")
+    parser.add_argument("--warm", action="store_true",
+                        help="keep the page cache between arms (default: drop it)")
     parser.add_argument("--out", default=str(bench.REPO / "benchmarks/results/overhead.json"))
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
@@ -112,7 +114,7 @@ def main() -> None:
     results: dict = {"machine": {"cpus": os.cpu_count()}, "rows": [], "slopes": {}}
     for runtime in args.runtimes.split(","):
         bench.RUNTIME = runtime  # Run passes it as --runtime
-        rows = [cell(runtime, all_nodes, path, n, args.rounds, args.cold) for n in counts]
+        rows = [cell(runtime, all_nodes, path, n, args.rounds, not args.warm) for n in counts]
         results["rows"] += rows
         results["slopes"][runtime] = {
             "overhead_s_per_node": slope(rows, "median_paired_overhead_s"),

@@ -124,7 +124,6 @@ def main() -> None:
                       for m in cluster["stop_modes"]]
             lines.append("")
     lines += _overhead(_load("overhead.json"))
-    lines += _overhead(_load("overhead-cold.json"))
     lines += _runtimes(_load("runtimes.json"))
     lines += _replicas(_load("replicas.json"))
     lines += _handovers(_load("handover.json"))
@@ -154,8 +153,8 @@ def _overhead(r: dict) -> list[str]:
     rounds = r["rows"][0]["rounds"]
     cold = r["rows"][0].get("page_cache") == "dropped"
     lines = [f"## Orchestration overhead in paired rounds, 1-16 nodes, page cache "
-             f"{'dropped before every arm (--cold)' if cold else 'warm'} (issue 18)", "",
-             f"`benchmarks/overhead.py{' --cold' if cold else ''}`: at each N, {rounds} rounds "
+             f"{'dropped before every arm' if cold else 'warm (--warm)'} (issue 18)", "",
+             f"`benchmarks/overhead.py{'' if cold else ' --warm'}`: at each N, {rounds} rounds "
              "of a repeated job (`slurmserve run` -> READY) and the same stand-ins started by "
              "hand with the same runtime (-> `/health` 200), the order swapped every round, "
              "every arm settled (the previous job ended, its writes on disk"
