@@ -51,6 +51,15 @@ def nodes_up() -> list[tuple[str, str]]:
     return [(n["name"], n["addr"]) for n in status["nodes"]]
 
 
+def nodes_for(counts: list[int]) -> list[tuple[str, str]]:
+    """The sandbox's nodes, or exit saying how to get max(counts) of them."""
+    nodes = nodes_up()
+    if len(nodes) < max(counts):
+        sys.exit(f"sandbox has {len(nodes)} nodes; run `tests/cluster/sandbox up --nodes "
+                 f"{max(counts)}`")
+    return nodes
+
+
 def tarball() -> str:
     return sh(str(REPO / "containers/testing/build"), "standin").stdout.strip().splitlines()[-1]
 
@@ -422,10 +431,7 @@ def main() -> None:
                         "others in --out (overhead, overhead_no_check_args, distribution, ...)")
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
-    all_nodes = nodes_up()
-    if len(all_nodes) < max(counts):
-        sys.exit(f"sandbox has {len(all_nodes)} nodes; run `tests/cluster/sandbox up --nodes "
-                 f"{max(counts)}`")
+    all_nodes = nodes_for(counts)
     path = tarball()
     parts = {
         "overhead": lambda: bench_overhead(all_nodes, path, counts),

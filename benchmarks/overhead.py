@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import statistics
-import sys
 from pathlib import Path
 
 import cluster as bench
@@ -106,10 +105,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(bench.REPO / "benchmarks/results/overhead.json"))
     args = parser.parse_args()
     counts = [int(x) for x in args.nodes.split(",")]
-    all_nodes = bench.nodes_up()
-    if len(all_nodes) < max(counts):
-        sys.exit(f"sandbox has {len(all_nodes)} nodes; run `tests/cluster/sandbox up --nodes "
-                 f"{max(counts)}`")
+    all_nodes = bench.nodes_for(counts)
     path = bench.tarball()
     results: dict = {"machine": {"cpus": os.cpu_count()}, "rows": [], "slopes": {}}
     for runtime in args.runtimes.split(","):
