@@ -505,6 +505,47 @@ def test_driver_sigkill_under_salloc(deploy, sandbox, foreign, node_scripts):
     assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
 
 
+def steps_of(sandbox: Sandbox, job: str) -> list[str]:
+    out = sandbox.host("squeue", "--steps", f"--jobs={job}", "--noheader", "--format=%j",
+                       check=False).stdout
+    return out.split()
+
+
+@pytest.mark.skipif(RUNTIME in STEP_RUNTIMES, reason="the held step waits through a docker load")
+def test_a_driver_killed_while_preflight_waits_leaves_no_waiting_task(sandbox, variant, tmp_path,
+                                                                       foreign):
+    """The preflight step's tasks wait for the driver's word (its launch may run in them). A
+    batch job's driver SIGKILLed while it loads the image: srun's stdin ends, and so do they,
+    at once; the job itself goes on to its final cleanup."""
+    path, image_id = variant
+    absent(sandbox, image_id)
+    log_dir = tmp_path / "logs"
+    submit = subprocess.run(
+        ["slurmserve", "submit", "sglang", MODEL, *TWO, "--image", str(path), "--runtime", RUNTIME,
+         *STANDIN, "--log-dir", str(log_dir), "--sbatch-arg=--nodelist=n1,n2",
+         "--sbatch-arg=--oversubscribe", "--no-wait", "--json"],
+        capture_output=True, text=True, timeout=180)
+    assert submit.returncode == 0, submit.stderr
+    job = json.loads(submit.stdout.strip().splitlines()[-1])["job"]
+    state_file = log_dir / job / "state.json"
+    try:
+        def loading() -> bool:
+            try:
+                return "image load" in json.loads(state_file.read_text()).get("timeline", {})
+            except (OSError, ValueError):
+                return False
+
+        wait_until("the driver loads the image", loading, timeout=120)
+        assert "slurmserve-preflight" in steps_of(sandbox, job)  # held, waiting
+        os.kill(json.loads(state_file.read_text())["driver_pid"], signal.SIGKILL)
+        wait_until("the held preflight step ends", lambda: "slurmserve-preflight" not in
+                   steps_of(sandbox, job), timeout=10)
+    finally:
+        sandbox.host("scancel", job, check=False)
+        absent(sandbox, image_id)
+    assert sandbox.docker("n1", "inspect", foreign[1]).returncode == 0
+
+
 @pytest.mark.parametrize("how", ["SIGKILL to everything", "SIGTERM to the batch shell"])
 def test_batch_job(sandbox, standin_tarball, tmp_path, foreign, how):
     """Driver and node scripts SIGKILLed: the batch script's final cleanup step removes the
