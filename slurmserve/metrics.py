@@ -12,7 +12,6 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from functools import lru_cache
 from typing import Any
@@ -256,6 +255,8 @@ def measure(targets: Sequence[Target], interval: float = INTERVAL) -> list[LiveL
     apart, every target read at once."""
     if not targets:
         return []
+    from concurrent.futures import ThreadPoolExecutor  # not on `run`'s start-up path
+
     with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(targets))) as pool:
         first = list(pool.map(_timed, targets))
         if not any(first):

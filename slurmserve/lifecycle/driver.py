@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import apikey, chain, engines, router, runtimes, state
 from ..console import Console
@@ -28,11 +28,14 @@ from ..slurm import Job
 from ..slurm.steps import HeldStep
 from ..spec import ServeSpec
 from ..state import STOP_MARKER, JobRecord, NodeRecord, Phase, Status
-from . import argcheck, distribute, handover, idle, launch, preflight, replicas, teardown, watch
+from . import argcheck, distribute, idle, launch, preflight, teardown, watch
 from .context import RunContext
 from .distribute import Distribution
 from .teardown import Cleanup
 from .watch import Ready, Serving
+
+if TYPE_CHECKING:  # imported where a fleet starts: a one-replica run does without them
+    from . import replicas
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -143,6 +146,8 @@ class Lifecycle:
 
     def _start_fleet(self, pre: preflight.Preflight, plans: list[ClusterPlan]) -> None:
         """--replicas N: the router on the first node, then every replica on its own nodes."""
+        from . import handover, replicas
+
         ctx, spec = self.ctx, self.ctx.spec
         one = spec.replica_spec
         bundles = [launch.build(one, p, replicas.replica_dir(ctx.run_dir, k), self.image,
