@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,7 +42,7 @@ esac
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> dict[str, str]:
+def node(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A node's environment: a socket file where DOCKER_HOST points, the fakes first on PATH."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -49,10 +50,10 @@ def node(tmp_path: Path) -> dict[str, str]:
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     sock = tmp_path / "docker.sock"
-    listener = socket.socket(socket.AF_UNIX)
-    listener.bind(str(sock))
-    return {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "API_DIR": str(DATA),
-            "KNOWN_IMAGE": IMAGE, "DOCKER_HOST": f"unix://{sock}"}
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(sock))
+        yield {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "API_DIR": str(DATA),
+               "KNOWN_IMAGE": IMAGE, "DOCKER_HOST": f"unix://{sock}"}
 
 
 def probe(env: dict[str, str], image: str) -> dict[str, str]:
