@@ -470,8 +470,12 @@ def kill_run(driver_pid: int, run_dir: Path, node_scripts: bool) -> None:
                 clients += map(int, (proc / "task" / proc.name / "children").read_text().split())
         except (OSError, ValueError):
             continue
-    for pid in [*clients, *scripts, driver_pid]:
-        os.kill(pid, signal.SIGKILL)
+    for pid in [*clients, *scripts]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:  # a short-lived child (a `sleep` of a wait loop) ended itself
+            continue
+    os.kill(driver_pid, signal.SIGKILL)
 
 
 @pytest.mark.parametrize("node_scripts", [False, True])
