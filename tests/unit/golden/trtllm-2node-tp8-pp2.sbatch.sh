@@ -212,12 +212,23 @@ remove_pyxis() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
 rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
 rt_marked() {  # JOB [STEP]: PIDs on this node whose environment carries the job'"'"'s mark, but
-  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step)
-  local file pid
-  for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
-    # and this node'"'"'s name: on a test machine, nodes share one PID space
-    grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
-    [[ -z "${2:-}" ]] || ! grep -qzx "SLURM_STEP_ID=$2" "$file" 2>/dev/null || continue
+  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step). One grep reads
+  # every environment: teardown asks this several times a node.
+  local entry file pid
+  local -a order=()
+  local -A ours=() here=() other_step=()
+  while IFS= read -r -d '"'"''"'"' entry; do
+    file=${entry%%:*} entry=${entry#*:}
+    case "$entry" in
+      "SLURMSERVE_JOB=$1") [[ -n "${ours[$file]:-}" ]] || { ours[$file]=1; order+=("$file"); } ;;
+      # and this node'"'"'s name: on a test machine, nodes share one PID space
+      "SLURMSERVE_NODE=$rt_node") here[$file]=1 ;;
+      "SLURM_STEP_ID=${2:-}") [[ -z "${2:-}" ]] || other_step[$file]=1 ;;
+    esac
+  done < <(SLURMSERVE_JOB= exec grep -azH -e "^SLURMSERVE_JOB=" -e "^SLURMSERVE_NODE=" -e "^SLURM_STEP_ID=" \
+             /proc/[0-9]*/environ 2>/dev/null)
+  for file in "${order[@]}"; do
+    [[ -n "${here[$file]:-}" && -z "${other_step[$file]:-}" ]] || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done
@@ -348,12 +359,23 @@ remove_apptainer() (  # a subshell: this runtime'"'"'s rt_* functions stay in it
 # found by the job mark in its environment (SLURMSERVE_JOB=JOB), and only that is touched.
 rt_node="${SLURMD_NODENAME:-$(hostname -s)}"
 rt_marked() {  # JOB [STEP]: PIDs on this node whose environment carries the job'"'"'s mark, but
-  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step)
-  local file pid
-  for file in $(grep -lzx "SLURMSERVE_JOB=$1" /proc/[0-9]*/environ 2>/dev/null); do
-    # and this node'"'"'s name: on a test machine, nodes share one PID space
-    grep -qzx "SLURMSERVE_NODE=$rt_node" "$file" 2>/dev/null || continue
-    [[ -z "${2:-}" ]] || ! grep -qzx "SLURM_STEP_ID=$2" "$file" 2>/dev/null || continue
+  # not those of step STEP (this node'"'"'s other tasks of an MPI world'"'"'s step). One grep reads
+  # every environment: teardown asks this several times a node.
+  local entry file pid
+  local -a order=()
+  local -A ours=() here=() other_step=()
+  while IFS= read -r -d '"'"''"'"' entry; do
+    file=${entry%%:*} entry=${entry#*:}
+    case "$entry" in
+      "SLURMSERVE_JOB=$1") [[ -n "${ours[$file]:-}" ]] || { ours[$file]=1; order+=("$file"); } ;;
+      # and this node'"'"'s name: on a test machine, nodes share one PID space
+      "SLURMSERVE_NODE=$rt_node") here[$file]=1 ;;
+      "SLURM_STEP_ID=${2:-}") [[ -z "${2:-}" ]] || other_step[$file]=1 ;;
+    esac
+  done < <(SLURMSERVE_JOB= exec grep -azH -e "^SLURMSERVE_JOB=" -e "^SLURMSERVE_NODE=" -e "^SLURM_STEP_ID=" \
+             /proc/[0-9]*/environ 2>/dev/null)
+  for file in "${order[@]}"; do
+    [[ -n "${here[$file]:-}" && -z "${other_step[$file]:-}" ]] || continue
     pid=${file#/proc/}; pid=${pid%/environ}
     [[ "$pid" == "$$" || "$pid" == "$BASHPID" ]] || echo "$pid"
   done

@@ -295,6 +295,43 @@ def test_step_cleanup_kills_only_this_jobs_processes_on_this_node(tmp_path):
             proc.wait()
 
 
+def _sleepers(marks: list[dict[str, str]]) -> list[subprocess.Popen[bytes]]:
+    return [subprocess.Popen(["sleep", "60"], env={**os.environ, **mark}) for mark in marks]
+
+
+def test_marked_processes_are_found_by_job_node_and_step_and_never_the_search_itself(tmp_path):
+    node = f"nZ-{os.getpid()}"  # unique: nothing else on this machine carries this mark
+    procs = _sleepers([
+        {"SLURMSERVE_JOB": "4242", "SLURMSERVE_NODE": node, "SLURM_STEP_ID": "3"},
+        {"SLURMSERVE_JOB": "4242", "SLURMSERVE_NODE": node, "SLURM_STEP_ID": "7"},
+        {"SLURMSERVE_JOB": "9999", "SLURMSERVE_NODE": node},
+        {"SLURMSERVE_JOB": "4242", "SLURMSERVE_NODE": "other"},
+        {"SLURMSERVE_JOB": "", "SLURMSERVE_NODE": node},
+        {"SLURMSERVE_NODE": node}])
+    pids = [str(p.pid) for p in procs]
+    probe = tmp_path / "marked.sh"
+    probe.write_text(render_template("runtimes/probe/_marked.sh.j2",
+                                     **runtimes.shell_context("apptainer", "4242")))
+    try:
+        # The probe: every job of ours on this node, by PID (the calling shell carries no mark).
+        found = _bash("marked_jobs", probe, "/usr/bin:/bin", SLURMD_NODENAME=node)
+        assert found.returncode == 0, found.stderr
+        assert sorted(found.stdout.split()) == sorted(
+            [f"{pids[0]}=4242", f"{pids[1]}=4242", f"{pids[2]}=9999"])
+        # Cleanup's search, from a shell that carries the job's mark itself (a node script):
+        # neither that shell nor the search's own processes are listed.
+        partial = _partial(tmp_path, "pyxis", "/img/x.sqsh")
+        mark = {"SLURMD_NODENAME": node, "SLURMSERVE_JOB": "4242", "SLURMSERVE_NODE": node}
+        everyone = _bash("rt_marked 4242", partial, "/usr/bin:/bin", **mark)
+        assert sorted(everyone.stdout.split()) == sorted([pids[0], pids[1]]), everyone.stderr
+        others = _bash("rt_marked 4242 7", partial, "/usr/bin:/bin", **mark)
+        assert others.stdout.split() == [pids[0]], others.stderr
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
+
+
 # 7. daemon family: GPUs
 
 @pytest.mark.parametrize("cli,ids,opts", [
