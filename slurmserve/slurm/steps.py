@@ -202,7 +202,13 @@ class StepRunner:
                 raise LaunchError(f"{name} did not finish within {timeout:g}s")
             reported.wait(0.05)
         if reported.is_set() and proc.poll() is None:
-            return StepResult(0, "".join(lines), facts, HeldStep(f"slurmserve-{name}", proc, count))
+            held = HeldStep(f"slurmserve-{name}", proc, count)
+            # A task still starting when the job was cancelled can miss SLURM's signal; a new
+            # step would be refused, so the held one must not be told to launch either.
+            if self.job_ended():
+                held.release()
+                raise Stopped
+            return StepResult(0, "".join(lines), facts, held)
         reader.join(5)
         code = proc.returncode if proc.returncode is not None else proc.poll() or 0
         if code != 0 and (self.stop.is_set() or self.job_ended()):

@@ -244,6 +244,10 @@ redact() {
     printf '%s\n' "$line"
   done
 }
+if (( stopping )); then  # SLURM's signal came before the container: start none
+  rt_after "$name"
+  exit 0
+fi
 if [[ -n "$redact_file" ]]; then
   mapfile -t secrets <"$redact_file"
   "${run_opts[@]}" "${device_opts[@]}" "${gpu_opts[@]}" "${run_tail[@]}" > >(redact >>"$log") 2>&1 &
@@ -253,16 +257,18 @@ fi
 client=$!
 (( ! first_task )) || fact started "$name"
 # `wait` on a background job lets the trap run as soon as a signal arrives; the client
-# returns when the container ends, with its exit code.
-while true; do
-  wait "$client" && code=0 || code=$?
-  kill -0 "$client" 2>/dev/null || break
+# returns when the container ends, with its exit code. Once stopping, stop again until the
+# client ends: a stop that came while the runtime was still creating the container found
+# nothing to stop (bash reaps the ended client itself, so `kill -0` fails then).
+while kill -0 "$client" 2>/dev/null; do
   if (( stopping )); then
-    # A stop that came while docker was still creating the container found nothing to stop.
-    sleep 0.2
     stop_container
+    sleep 0.2
+  else
+    wait "$client" || true
   fi
 done
+wait "$client" && code=0 || code=$?
 rt_after "$name"
 if (( stopping )); then
   (( ! first_task )) || fact stopped "$name"

@@ -11,6 +11,7 @@ import pytest
 
 from slurmserve import engines, load_spec, runner
 from slurmserve.console import Console
+from slurmserve.errors import Stopped
 from slurmserve.lifecycle import preflight
 from slurmserve.lifecycle.context import RunContext
 from slurmserve.slurm import Job
@@ -81,3 +82,26 @@ def test_a_launch_of_another_shape_needs_its_own_step(slurm, tmp_path, nodes, ta
     assert not held.fits(nodes, tasks, options)
     held.release()
     assert held.proc.wait(10) == 0
+
+
+def test_a_cancel_the_starting_tasks_missed_launches_nothing(slurm, tmp_path, monkeypatch):
+    """scancel while the step's tasks were still starting: SLURM's signal can miss them (seen
+    in CI), so they report as if nothing happened. A new step would be refused; the held one
+    is told to end, and the run stops as ended by SLURM during preflight."""
+    srun = slurm._srun
+
+    def srun_then_cancel(argv, feed=False):
+        step = srun(argv, feed)
+        slurm.job_state = "CANCELLED"  # and no signal reaches the step's tasks
+        return step
+
+    monkeypatch.setattr(slurm, "_srun", srun_then_cancel)
+    spec = load_spec(engine="vllm", model="/models/m", image="engine:1", nodes=2, gpus="none",
+                     log_dir=str(tmp_path / "logs"))
+    ctx = RunContext(spec, Job(slurm.job_id, slurm.nodes), Console(io.StringIO()), False)
+    (tmp_path / "logs" / slurm.job_id).mkdir(parents=True)
+    with pytest.raises(Stopped):
+        preflight.check(ctx, engines.get("vllm").resolve(spec), hold=True)
+    assert "was ended by SLURM (CANCELLED" in ctx.stop_reason
+    assert ctx.stop_reason.endswith("during preflight")
+    assert slurm.steps[0].wait(10) == 0 and not slurm.launched()
