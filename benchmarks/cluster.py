@@ -43,6 +43,10 @@ def node_docker(node: str, *argv: str, check: bool = True) -> subprocess.Complet
     return sh(SANDBOX, "exec", node, "docker", *argv, check=check)
 
 
+# The entry point beside this interpreter: a version manager's shim on PATH (pyenv's is a bash
+# script that runs `pyenv exec`) would be timed as slurmserve's start-up.
+_BESIDE = Path(sys.executable).parent / "slurmserve"
+SLURMSERVE = str(_BESIDE) if _BESIDE.exists() else "slurmserve"
 RUNTIME = os.environ.get("SLURMSERVE_BENCH_RUNTIME", "docker")  # the by-hand arm is docker's
 
 
@@ -78,7 +82,7 @@ class Run:
         self.log_dir = Path(tempfile.mkdtemp(prefix="ss-bench-"))
         n = len(nodes)
         argv = ["salloc", f"--nodes={n}", f"--nodelist={','.join(nodes)}", "--oversubscribe",
-                "slurmserve", "run", engine, "org/bench", "--image", image, "--nodes", str(n),
+                SLURMSERVE, "run", engine, "org/bench", "--image", image, "--nodes", str(n),
                 *(("--tp", str(n)) if layout is None else layout), "--gpus", "none",
                 "--gpus-per-node", "1", "--health-timeout",
                 "120", "--log-dir", str(self.log_dir), "--quiet-logs", "--runtime", RUNTIME,
