@@ -8,6 +8,7 @@ from pathlib import Path
 
 from slurmserve import runtimes
 from slurmserve.render import render_template
+from slurmserve.slurm.steps import parse
 
 FAKE_ENROOT = """#!/usr/bin/env bash
 echo "$1" >>"$RUNS"
@@ -31,13 +32,13 @@ def node(tmp_path: Path, version_line: str = 'export ENROOT_VERSION="4.1.2"') ->
 
 
 def probe(env: dict[str, str], image: str) -> dict[str, str]:
-    script = ("fact() { printf '%s\\t%s\\n' \"$1\" \"$2\"; }\n"
+    script = ("rank=0\n" + render_template("_facts.sh.j2")
               + render_template("runtimes/probe/_marked.sh.j2", **runtimes.shell_context("", "43"))
               + render_template("runtimes/probe/pyxis.sh.j2", **runtimes.shell_context("", "43"))
               + f"\nprobe_pyxis {image!r}\n")
     out = subprocess.run(["/bin/bash", "-c", script], env=env, capture_output=True, text=True,
                          timeout=30, check=True).stdout
-    return dict(line.split("\t", 1) for line in out.splitlines())
+    return parse(out).of(0)
 
 
 def runs(env: dict[str, str]) -> list[str]:
