@@ -122,32 +122,59 @@ def check(ctx: RunContext, resolution: engines.Resolution, hold: bool = False) -
     """Run the preflight step on every node and judge it; starts nothing. `hold`: the step's
     tasks wait after reporting, for the launch to run in them (`Preflight.held`)."""
     spec = ctx.spec
-    head_ip = slurm.node_address(ctx.nodes[0])
-    tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
-    plans = image_plans(spec, tarball)
-    block = PortBlock.for_job(ctx.job.job_id)
-    http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
-    ports = listen_ports(spec, resolution, block, len(ctx.nodes))
-    http_ranks = frozenset(r for r, p in ports.items() if http.port in p)
-    http = dataclasses.replace(http, ranks=http_ranks)
-    if not http.explicit:
-        for rank in http_ranks:
-            ports[rank].append(http.fallback)
-    globs, _ = common.device_globs(spec)
-    script = render_template(
-        "preflight.sh.j2", head_ip=head_ip, images={n: p.image for n, p in plans.items()},
-        tarball=tarball.path if tarball else "", device_globs=list(globs), ports=ports,
-        stage_dir=spec.stage_dir, hold=hold, **runtimes.shell_context("", ctx.job.job_id))
     ctx.enter(Phase.PREFLIGHT)
     ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
+    made: list[_Inputs] = []
+
+    def script() -> str:  # rendered while srun starts the step's tasks
+        made.append(_Inputs.of(ctx, resolution))
+        return made[0].script(ctx, hold)
+
     result = ctx.steps.run("preflight", script, timeout=120, hold=hold)
+    ctx.mark("preflight facts")
+    inputs = made[0]
     note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
-    options = runtimes.srun_options(list(plans))
+    options = runtimes.srun_options(list(inputs.plans))
     plugin = bool(options) and slurm.srun_offers(*options)
-    verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), head_ip, tarball, http,
-                       note, plans=plans, srun_plugin=plugin)
-    return Preflight(verdict, head_ip, tarball, result.facts, http, verdict.runtime, plans,
-                     result.held)
+    verdict = evaluate(spec, list(ctx.nodes), result.facts.per_rank(), inputs.head_ip,
+                       inputs.tarball, inputs.http, note, plans=inputs.plans, srun_plugin=plugin)
+    return Preflight(verdict, inputs.head_ip, inputs.tarball, result.facts, inputs.http,
+                     verdict.runtime, inputs.plans, result.held)
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """What the preflight script checks: the head, the image as each runtime runs it, ports."""
+
+    head_ip: str
+    tarball: TarballImage | None
+    plans: dict[str, runtimes.ImagePlan]
+    http: HttpPort
+    ports: dict[int, list[int]]  # per rank, the ports it will listen on
+
+    @classmethod
+    def of(cls, ctx: RunContext, resolution: engines.Resolution) -> _Inputs:
+        spec = ctx.spec
+        tarball = images.read_tarball(spec.image) if spec.image_is_tarball else None
+        block = PortBlock.for_job(ctx.job.job_id)
+        http = HttpPort(resolution.port, block.http_fallback, resolution.port_explicit)
+        ports = listen_ports(spec, resolution, block, len(ctx.nodes))
+        http = dataclasses.replace(http, ranks=frozenset(
+            r for r, p in ports.items() if http.port in p))
+        if not http.explicit:
+            for rank in http.ranks:
+                ports[rank].append(http.fallback)
+        return cls(slurm.node_address(ctx.nodes[0]), tarball, image_plans(spec, tarball),
+                   http, ports)
+
+    def script(self, ctx: RunContext, hold: bool) -> str:
+        globs, _ = common.device_globs(ctx.spec)
+        return render_template(
+            "preflight.sh.j2", head_ip=self.head_ip,
+            images={n: p.image for n, p in self.plans.items()},
+            tarball=self.tarball.path if self.tarball else "", device_globs=list(globs),
+            ports=self.ports, stage_dir=ctx.spec.stage_dir, hold=hold,
+            **runtimes.shell_context("", ctx.job.job_id))
 
 
 def listen_ports(spec: ServeSpec, resolution: engines.Resolution, block: PortBlock,

@@ -20,6 +20,9 @@ from ..errors import LaunchError, Stopped
 from . import Job, srun_argv
 
 FACT = "SLURMSERVE_FACT"
+# A step started before its script is written: each task waits for the word `run` on stdin
+# (srun --input=all), then runs the script at $0. Anything else, or EOF, ends the task.
+WAIT_FOR_SCRIPT = 'IFS= read -r word && [[ "$word" == run ]] && exec bash "$0"'
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,7 @@ class HeldStep:
         threading.Thread(target=self._drain, daemon=True).start()
 
     def _say(self, word: str) -> None:
-        stdin = self.proc.stdin
-        if stdin is None:
-            return
-        try:
-            if word:
-                stdin.write(word)
-                stdin.flush()
-            stdin.close()
-        except (OSError, ValueError):
-            pass  # the step is gone already: its tasks have ended
+        _say(self.proc, word)
 
     def _drain(self) -> None:
         try:
@@ -153,25 +147,35 @@ class StepRunner:
             fh.write(script)
         return path
 
-    def argv(self, path: str, name: str, nodes: int | None = None,
-             options: Sequence[str] = ()) -> list[str]:
-        return srun_argv(self.job, ["bash", path], nodes=nodes or self.nodes,
-                         label=f"slurmserve-{name}", options=options)
-
-    def run(self, name: str, script: str, *, nodes: int | None = None, timeout: float = 3600,
-            on_fact: Callable[[Fact], None] | None = None,
+    def run(self, name: str, script: str | Callable[[], str], *, nodes: int | None = None,
+            timeout: float = 3600, on_fact: Callable[[Fact], None] | None = None,
             options: Sequence[str] = (), hold: bool = False) -> StepResult:
         """Run to completion on every node (or the first `nodes`); Stopped on a stop.
+        `script`: the script, or a function that renders it: then srun starts first and its
+        tasks wait for the script (WAIT_FOR_SCRIPT), so the step's start (tens of ms, more
+        with a cold page cache) overlaps the rendering.
         `options`: more srun options (a runtime's, for a step that runs inside the image).
         `hold`: the script ends by waiting for the driver's word (see HeldStep); the result
         comes as soon as every task has reported `done`, with the step in `held`."""
-        path = self.write(name, script)
         if self.stop.is_set():
             raise Stopped
         count = nodes or self.nodes
-        if hold:
+        path = os.path.join(self.run_dir, f"{name}.sh")
+        early = callable(script)
+        if hold or early:
             options = [*options, "--input=all"]
-        proc = runner.start(self.argv(path, name, count, options), feed=hold)
+        command = ["bash", "-c", WAIT_FOR_SCRIPT, path] if early else ["bash", path]
+        if not early:
+            self.write(name, script)
+        proc = runner.start(srun_argv(self.job, command, nodes=count, label=f"slurmserve-{name}",
+                                      options=options), feed=hold or early)
+        if callable(script):
+            try:
+                self.write(name, script())
+            except BaseException:
+                HeldStep(name, proc, count).release()  # the waiting tasks end
+                raise
+            _say(proc, "run\n", close=not hold)
         lines: list[str] = []
         facts = Facts()
         reported = threading.Event()  # every task said `done`: a held step waits now
@@ -233,6 +237,21 @@ class StepRunner:
         return runner.start(srun_argv(self.job, ["bash", path], nodes=nodes, label=label,
                                       options=options, tasks=tasks,
                                       tasks_per_node=tasks_per_node))
+
+
+def _say(proc: runner.Process, word: str, close: bool = True) -> None:
+    """Write `word` to every task's stdin (srun --input=all); `close`: then EOF."""
+    stdin = proc.stdin
+    if stdin is None:
+        return
+    try:
+        if word:
+            stdin.write(word)
+            stdin.flush()
+        if close:
+            stdin.close()
+    except (OSError, ValueError):
+        pass  # the step is gone already: its tasks have ended
 
 
 def terminate(proc: runner.Process, grace: float = 5.0) -> None:

@@ -52,18 +52,18 @@ class Broadcast:
 class FakeStep:
     """One srun: a task per node, their output merged into one pipe (what srun prints)."""
 
-    def __init__(self, step_id: str, name: str, script: str, nodes: Sequence[str],
+    def __init__(self, step_id: str, name: str, command: Sequence[str], nodes: Sequence[str],
                  env: Mapping[str, str], feed: bool = False) -> None:
         self.step_id = step_id
         self.name = name
-        self.script = script
+        self.script = command[-1]  # `bash PATH`, or bash -c WAIT_FOR_SCRIPT PATH
         read, write = os.pipe()
         self.tasks = []
         for rank, node in enumerate(nodes):
             task_env = {**env, "SLURM_PROCID": str(rank), "SLURMD_NODENAME": node,
                         "SLURM_STEP_ID": step_id}
             self.tasks.append(subprocess.Popen(
-                ["bash", script], stdout=write, stderr=write,
+                list(command), stdout=write, stderr=write,
                 stdin=subprocess.PIPE if feed else subprocess.DEVNULL, text=True, env=task_env,
                 start_new_session=True))
         os.close(write)
@@ -212,7 +212,7 @@ class FakeSlurm:
         assert feed == ("--input=all" in argv), "a fed step broadcasts its stdin to every task"
         step = self._srun(argv, feed)
         if step is None:  # a refused step: ends at once with srun's error
-            return FakeStep("refused", "refused", str(self._refusal()), (self.nodes[0],),
+            return FakeStep("refused", "refused", ["bash", str(self._refusal())], (self.nodes[0],),
                             self.env)
         return step
 
@@ -227,8 +227,8 @@ class FakeSlurm:
         opts = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
         count = int(opts["nodes"])
         name = opts.get("job-name", "step")
-        script = argv[-1]
-        step = FakeStep(f"{self.job_id}.{len(self.steps)}", name, script, self.nodes[:count],
+        command = argv[next(i for i, a in enumerate(argv) if i and not a.startswith("--")):]
+        step = FakeStep(f"{self.job_id}.{len(self.steps)}", name, command, self.nodes[:count],
                         self.env, feed)
         self.steps.append(step)
         hook = self.on_step.get(name)
