@@ -15,7 +15,6 @@ from ..runtimes import _common as common
 from ..slurm.steps import HeldStep, parse_fact
 from ..state import Phase
 from .context import RunContext
-from .health import Prober
 from .launch import Launch
 from .logwatch import LogWatch
 
@@ -121,6 +120,8 @@ class Ready:
 
 def wait_ready(ctx: RunContext, serving: Serving) -> Ready:
     """Health, then the model listed, then a one-token completion: only then READY."""
+    from .health import Prober  # imported here: http.client while the containers start
+
     ctx.enter(Phase.WAITING_FOR_READY)
     plan = serving.plan
     prober = Prober(plan.endpoint, plan.readiness, api_key=serving.bundle.api_key)
