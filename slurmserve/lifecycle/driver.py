@@ -129,7 +129,8 @@ class Lifecycle:
         if spec.replicas > 1 or spec.serve_for:
             self._start_fleet(pre, plans)
             return
-        self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, image, pre.runtime)
+        self.bundle = bundle = launch.build(spec, plan, ctx.run_dir, image, pre.runtime,
+                                            untouched=pre.untouched())
         launch.write(bundle)  # env files and secrets 0600; removed at teardown
         self._prefetch(bundle)
         roles = ", ".join(f"{n.host}:{n.role}" for n in plan.nodes)

@@ -57,7 +57,9 @@ class Launch:
 
 
 def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str,
-          runtime: str = "docker") -> Launch:
+          runtime: str = "docker", untouched: frozenset[int] = frozenset()) -> Launch:
+    """`untouched`: ranks the preflight found holding nothing of this job, whose node script
+    need not look for an earlier attempt's container (rt_prepare)."""
     run_dir = os.path.abspath(run_dir)
     rt = runtimes.get(runtime)
     user_env = list(spec.env)
@@ -86,7 +88,8 @@ def build(spec: ServeSpec, plan: ClusterPlan, run_dir: str, image: str,
         nodes.append(launch)
         rendered.append(dict(rank=node.rank, host=node.host, name=launch.container,
                              log=launch.log, wait_for=list(node.wait_for), run_opts=opts,
-                             run_tail=tail, redact=launch.redact_file or ""))
+                             run_tail=tail, redact=launch.redact_file or "",
+                             prepare=node.rank not in untouched))
     script = render_template(
         "node.sh.j2", nodes=rendered, device_globs=list(globs), image=image, gpus=spec.gpus,
         devices_required=required, fabric=spec.fabric, wait_timeout=spec.health_timeout,

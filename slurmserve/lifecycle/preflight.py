@@ -109,6 +109,13 @@ class Preflight:
     def image_fact(self, rank: int) -> str:
         return self.facts.of(rank).get(f"image.{self.runtime}", "absent")
 
+    def untouched(self) -> frozenset[int]:
+        """Ranks whose node holds nothing of this job (no container of its names, no process
+        of its mark: facts named.RUNTIME): their launch skips looking for leftovers of an
+        earlier attempt. A runtime that does not say is looked at again."""
+        key = f"named.{self.runtime}"
+        return frozenset(r for r in self.facts.ranks() if self.facts.of(r).get(key) == "0")
+
     @property
     def port(self) -> int:
         """The HTTP port to serve on: chosen once, here."""

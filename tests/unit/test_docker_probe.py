@@ -23,6 +23,8 @@ FAKE_CURL = """#!/usr/bin/env bash
 for arg in "$@"; do
   case "$arg" in
     http://docker/version) cat "$API_DIR/version.json"; printf '\\n@@200\\n' ;;
+    http://docker/containers/json*%22name%22*)  # this job's names: $NAMED, or none
+      printf '%s\\n@@200\\n' "${NAMED:-[]}" ;;
     http://docker/containers/json*) cat "$API_DIR/containers.json"; printf '\\n@@200\\n' ;;
     http://docker/images/*/json)
       name=${arg#http://docker/images/}; name=${name%/json}
@@ -69,7 +71,15 @@ def probe(env: dict[str, str], image: str) -> dict[str, str]:
 def test_the_api_answers_all_three_in_one_call(node):
     facts = probe(node, IMAGE)
     assert facts == {"runtime.docker": "ok 20.10.24+dfsg1", "image.docker": "present",
-                     "held_id.docker": IMAGE, "ours.docker": "slurmserve-43-0=43 slurmserve-7-1=7"}
+                     "held_id.docker": IMAGE, "ours.docker": "slurmserve-43-0=43 slurmserve-7-1=7",
+                     "named.docker": "0"}
+
+
+def test_containers_bearing_the_jobs_names_are_counted(node):
+    """Anyone's container named slurmserve-JOB-*: the launch looks at those nodes again."""
+    two = ('[{"Id":"a1","Names":["/slurmserve-43-0"],"Labels":{}},'
+           '{"Id":"b2","Names":["/slurmserve-43-1"],"Labels":{"slurmserve.job":"43"}}]')
+    assert probe({**node, "NAMED": two}, IMAGE)["named.docker"] == "2"
 
 
 def test_an_image_the_daemon_does_not_hold(node):

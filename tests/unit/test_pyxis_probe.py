@@ -52,7 +52,8 @@ def test_enroot_runs_once_and_its_containers_of_ours_are_found(tmp_path):
     sqsh.write_bytes(b"hsqs")
     facts = probe(env, str(sqsh))
     assert facts == {"runtime.pyxis": "ok enroot 4.1.2", "image.pyxis": "present",
-                     "ours.pyxis": "pyxis_43_slurmserve-43=43 pyxis_slurmserve-7=7"}
+                     "ours.pyxis": "pyxis_43_slurmserve-43=43 pyxis_slurmserve-7=7",
+                     "named.pyxis": "1"}  # job 43's own container: its launch looks again
     assert runs(env) == ["list"]
 
 

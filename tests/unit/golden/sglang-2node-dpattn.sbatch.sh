@@ -91,7 +91,12 @@ rt_gpu_opts() {  # IDS ("" none, "all", or the global indices SLURM gave this jo
 
 rt_stop() { docker stop --time 10 "$1" >/dev/null 2>&1 || true; }  # NAME PID
 
-rt_after() { docker rm --force "$1" >/dev/null 2>&1 || true; }  # NAME
+rt_after() {  # NAME: its container if still there and ours (not one that took the name since)
+  local id
+  for id in $(docker ps --all --quiet --filter "name=^/?${1}\$" --filter label=slurmserve.job= 2>/dev/null); do
+    docker rm --force "$id" >/dev/null 2>&1 || true
+  done
+}
 
 rt_diagnose() {  # NAME CODE LOG: why the container ended
   if ! docker version >/dev/null 2>&1; then
@@ -180,7 +185,12 @@ rt_gpu_opts() {  # IDS ("" none, "all", or the global indices SLURM gave this jo
 
 rt_stop() { podman stop --time 10 "$1" >/dev/null 2>&1 || true; }  # NAME PID
 
-rt_after() { podman rm --force "$1" >/dev/null 2>&1 || true; }  # NAME
+rt_after() {  # NAME: its container if still there and ours (not one that took the name since)
+  local id
+  for id in $(podman ps --all --quiet --filter "name=^/?${1}\$" --filter label=slurmserve.job= 2>/dev/null); do
+    podman rm --force "$id" >/dev/null 2>&1 || true
+  done
+}
 
 rt_diagnose() {  # NAME CODE LOG: why the container ended
   if ! podman version >/dev/null 2>&1; then

@@ -17,6 +17,7 @@ case "$rank" in
     run_opts=(docker run --rm --name slurmserve-4242-0 --label slurmserve.job=4242 --label slurmserve.rank=0 --label slurmserve.role=mpi-launcher --label slurmserve.engine=trtllm --init --network host --ipc host --ulimit stack=67108864 --env-file /shared/logs/4242/node-0.env --add-host gpu-1:192.0.2.1 --volume /shared/logs/4242/node-0:/slurmserve:ro)
     run_tail=(--entrypoint bash registry.example/engine:1.0 /slurmserve/trtllm-launch.sh)
     redact_file=''
+    prepare=1
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
 esac
@@ -80,7 +81,12 @@ rt_gpu_opts() {  # IDS ("" none, "all", or the global indices SLURM gave this jo
 
 rt_stop() { docker stop --time 10 "$1" >/dev/null 2>&1 || true; }  # NAME PID
 
-rt_after() { docker rm --force "$1" >/dev/null 2>&1 || true; }  # NAME
+rt_after() {  # NAME: its container if still there and ours (not one that took the name since)
+  local id
+  for id in $(docker ps --all --quiet --filter "name=^/?${1}\$" --filter label=slurmserve.job=4242 2>/dev/null); do
+    docker rm --force "$id" >/dev/null 2>&1 || true
+  done
+}
 
 rt_diagnose() {  # NAME CODE LOG: why the container ended
   if ! docker version >/dev/null 2>&1; then
@@ -149,7 +155,10 @@ for target in "${wait_for[@]}"; do
   done
 done
 
-if ! why=$(rt_prepare "$name"); then
+# An earlier attempt's container of this name goes first (not someone else's). prepare=0: the
+# preflight found nothing of this job here, so no listing; a container created since makes
+# the runtime refuse the name (rt_diagnose), and nothing is removed.
+if (( prepare )) && ! why=$(rt_prepare "$name"); then
   fail "$why"
   exit 6
 fi

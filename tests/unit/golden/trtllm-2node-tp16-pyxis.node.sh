@@ -17,6 +17,7 @@ case "$rank" in
     run_opts=(rt_with_env /shared/logs/4242/node-0.env /shared/logs/4242/node-0)
     run_tail=(trtllm-llmapi-launch trtllm-serve Qwen/Qwen2.5-72B-Instruct --host 0.0.0.0 --port 8000 --extra_llm_api_options /slurmserve/trtllm-config.yaml)
     redact_file=''
+    prepare=1
     ;;
   1)
     expected_host=gpu-2
@@ -26,6 +27,7 @@ case "$rank" in
     run_opts=(rt_with_env /shared/logs/4242/node-1.env /shared/logs/4242/node-1)
     run_tail=(trtllm-llmapi-launch trtllm-serve Qwen/Qwen2.5-72B-Instruct --host 0.0.0.0 --port 8000 --extra_llm_api_options /slurmserve/trtllm-config.yaml)
     redact_file=''
+    prepare=1
     ;;
   *) echo "slurmserve: task $rank has no role in this plan" >&2; exit 0 ;;
 esac
@@ -221,7 +223,10 @@ for target in "${wait_for[@]}"; do
   done
 done
 
-if ! why=$(rt_prepare "$name"); then
+# An earlier attempt's container of this name goes first (not someone else's). prepare=0: the
+# preflight found nothing of this job here, so no listing; a container created since makes
+# the runtime refuse the name (rt_diagnose), and nothing is removed.
+if (( prepare )) && ! why=$(rt_prepare "$name"); then
   fail "$why"
   exit 6
 fi

@@ -183,6 +183,11 @@ def run(args: list[str]) -> int:
                 source, target = opts[i + 1].split(":")[:2]
                 command = [c.replace(target, source) for c in command]
         return subprocess.run(["sh", *command]).returncode
+    if name and any(c["name"] == name for c in containers()):
+        print(f'docker: Error response from daemon: Conflict. The container name "/{name}" is '
+              'already in use by container "0123". You have to remove (or rename) that '
+              'container to be able to reuse that name.', file=sys.stderr)
+        return 125
     if not delayed("run", name):
         return 0
     if command[:1] and command[0].endswith("/hf_prefetch.py"):  # the hub pre-fetch: one-shot

@@ -20,7 +20,7 @@ import pytest
 
 from slurmserve import api, load_spec, runner, state
 from slurmserve.console import Console
-from slurmserve.lifecycle import driver
+from slurmserve.lifecycle import driver, preflight
 from slurmserve.slurm import Job
 
 from .fakeslurm import FakeSlurm
@@ -277,6 +277,46 @@ def test_leftovers_of_finished_jobs_are_removed_others_kept(slurm, tmp_path, cap
     run(capsys)
     assert "removed 1 leftover container(s) of finished job(s) 99" in run.stderr
     assert slurm.containers() == ["slurmserve-98-0", "someone-else"]
+
+
+def foreign_container(slurm: FakeSlurm, tmp_path: Path, node: str, name: str) -> None:
+    """Someone else's container (no label of ours) named `name` on `node`."""
+    env = {**slurm.env, "SLURMD_NODENAME": node}
+    subprocess.Popen([str(tmp_path / "bin" / "docker"), "run", "--rm", "--name", name,
+                      "--entrypoint", "sleep", "engine:1", "60"], env=env,
+                     stdout=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while name not in slurm.containers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def test_a_node_the_preflight_found_clean_is_not_listed_again(slurm, tmp_path, capsys,
+                                                              monkeypatch):
+    """The preflight saw nothing of the job on the node (docker's API: named.docker 0): the
+    launch runs the container without listing the node's containers first."""
+    run = Run(slurm, tmp_path)
+    monkeypatch.setattr(preflight.Preflight, "untouched", lambda self: frozenset({0}))
+    when(ready(run), stop_marker(run))
+    run(capsys)
+    assert run.code == 0, run.stderr
+    assert not [argv for _, argv in slurm.docker_calls("ps") if "name=^/?slurmserve-4242-0$"
+                in argv and "--format" in argv], "no rt_prepare listing"
+    assert slurm.containers() == []
+
+
+def test_a_name_taken_after_the_preflight_is_refused_and_left_alone(slurm, tmp_path, capsys,
+                                                                   monkeypatch):
+    """Someone's container took the job's name between the preflight and the launch: docker
+    refuses the name, the run fails saying so, and that container is not touched."""
+    run = Run(slurm, tmp_path)
+    slurm.give_image("n1", run.image_id, ["engine:1"])
+    foreign_container(slurm, tmp_path, "n1", "slurmserve-4242-0")
+    monkeypatch.setattr(preflight.Preflight, "untouched", lambda self: frozenset({0}))
+    run(capsys)
+    assert run.code == 1
+    assert "docker could not run the container (code 125)" in run.stderr
+    assert "Conflict. The container name" in run.stderr
+    assert slurm.containers() == ["slurmserve-4242-0"]
 
 
 def test_not_ready_in_time_fails_and_cleans(slurm, tmp_path, capsys):
