@@ -156,26 +156,35 @@ def _overhead(r: dict) -> list[str]:
              f"{'dropped before every arm' if cold else 'warm (--warm)'} (issue 18)", "",
              f"`benchmarks/overhead.py{'' if cold else ' --warm'}`: at each N, {rounds} rounds "
              "of a repeated job (`slurmserve run` -> READY) and the same stand-ins started by "
-             "hand with the same runtime (-> `/health` 200), the order swapped every round, "
-             "every arm settled (the previous job ended, its writes on disk"
-             + (", the page cache dropped" if cold else "") + "). Medians; the overhead "
-             "is the median of the paired differences, timed from the driver's start and, in "
-             "the next column, from the interpreter's (Python start-up and imports included). "
+             "hand with the same runtime (-> `/health` 200), each arm first in turn, every arm "
+             "settled (the previous job ended, its writes on disk"
+             + (", the page cache dropped" if cold else "") + "). Medians; an overhead is the "
+             "median of the paired differences, timed from the driver's start (\"from the "
+             "interpreter\": Python start-up and imports included). By hand, docker: `docker "
+             "run` on each node straight from the host (no SLURM: the floor), and in one srun "
+             "step of a granted allocation, as a run.sbatch does; pyxis: one srun step. "
              f"{r['machine']['cpus']} cores shared by every node; stand-in engine.", "",
              "| runtime | nodes | READY s | by hand s | overhead s | from the interpreter s "
-             "| driver -> image phase s | launch -> engines started s |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| by hand, one srun step s | overhead vs that s | preflight step s "
+             "| launch -> engines started s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in r["rows"]:
         spans = row["spans"]
+        srun = row.get("median_by_hand_srun_s")
+        preflight = spans.get("preflight -> preflight facts", spans.get("driver -> image load", 0))
         lines.append(
             f"| {row['runtime']} | {row['nodes']} | {row['median_ready_s']:.2f} | "
             f"{row['median_by_hand_s']:.2f} | {row['median_paired_overhead_s']:+.2f} | "
             f"{row['median_paired_overhead_from_process_s']:+.2f} | "
-            f"{spans.get('driver -> image load', 0):.2f} | "
-            f"{spans.get('launch -> containers started', 0):.2f} |")
-    slopes = "; ".join(f"{rt}: overhead {v['overhead_s_per_node'] * 1000:+.0f} ms/node, by hand "
-                       f"{v['by_hand_s_per_node'] * 1000:+.0f} ms/node"
-                       for rt, v in r["slopes"].items())
+            + (f"{srun:.2f} | {row['median_paired_overhead_vs_srun_s']:+.2f} | " if srun
+               else "- | - | ")
+            + f"{preflight:.2f} | {spans.get('launch -> containers started', 0):.2f} |")
+    slopes = "; ".join(
+        f"{rt}: overhead {v['overhead_s_per_node'] * 1000:+.0f} ms/node"
+        + (f" ({v['overhead_vs_srun_s_per_node'] * 1000:+.0f} ms/node against one srun step)"
+           if "overhead_vs_srun_s_per_node" in v else "")
+        + f", by hand {v['by_hand_s_per_node'] * 1000:+.0f} ms/node"
+        for rt, v in r["slopes"].items())
     return lines + ["", f"Least-squares slopes over N (target <= 10 ms/node): {slopes}.", ""]
 
 

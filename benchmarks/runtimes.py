@@ -53,21 +53,38 @@ def standin_argv(n: int, head: str, rank: str) -> list[str]:
 def by_hand_pyxis(nodes: list[tuple[str, str]], sqsh: str) -> float:
     """One srun step in an allocation already granted (as a user inside salloc would), each task
     the stand-in in its node's pyxis container."""
+    rank_cmd = "exec /opt/venv/bin/python3 " + shlex.join(
+        standin_argv(len(nodes), nodes[0][1], "RANK")).replace("RANK", "$SLURM_PROCID")
+    return _one_step(nodes, [f"--container-image={sqsh}", "--container-name=ss-bench-hand",
+                             "--container-writable", "--no-container-mount-home"], rank_cmd)
+
+
+def by_hand_docker_srun(nodes: list[tuple[str, str]], image: str) -> float:
+    """What a run.sbatch does: one srun step in an allocation already granted, each task
+    `docker run -d` of the stand-in on its node (no preflight, no checks)."""
+    rank_cmd = "exec docker run -d --rm --name ss-bench-hand-$SLURM_PROCID " + shlex.join(
+        ["--network", "host", "--ipc", "host", "--init", "--entrypoint", "python3", image,
+         *standin_argv(len(nodes), nodes[0][1], "RANK")]).replace("RANK", "$SLURM_PROCID")
+    try:
+        return _one_step(nodes, [], rank_cmd)
+    finally:
+        for rank, (node, _) in enumerate(nodes):
+            bench.node_docker(node, "rm", "-f", f"ss-bench-hand-{rank}", check=False)
+
+
+def _one_step(nodes: list[tuple[str, str]], options: list[str], rank_cmd: str) -> float:
+    """Seconds from the step's srun to the head's /health 200."""
     names = ",".join(name for name, _ in nodes)
     job = bench.sh("salloc", "--no-shell", f"--nodes={len(nodes)}", f"--nodelist={names}",
                    "--oversubscribe", "--job-name=ss-bench-hand").stderr
     job_id = job.split("Granted job allocation ")[1].split()[0]
-    head = nodes[0][1]
-    rank_cmd = "exec /opt/venv/bin/python3 " + shlex.join(
-        standin_argv(len(nodes), head, "RANK")).replace("RANK", "$SLURM_PROCID")
     t0 = time.monotonic()
     step = subprocess.Popen(
         ["srun", f"--jobid={job_id}", f"--nodes={len(nodes)}", f"--ntasks={len(nodes)}",
-         "--ntasks-per-node=1", "--overlap", f"--container-image={sqsh}",
-         "--container-name=ss-bench-hand", "--container-writable", "--no-container-mount-home",
-         "bash", "-c", rank_cmd], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--ntasks-per-node=1", "--overlap", *options, "bash", "-c", rank_cmd],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        bench.wait_health(head, PORT)
+        bench.wait_health(nodes[0][1], PORT)
         return time.monotonic() - t0
     finally:
         bench.sh("scancel", job_id, check=False)
