@@ -221,10 +221,11 @@ def ready_terms(p: Params, nodes: int, mode: str, warm: bool = False,
     runtime, stage = mode.split()
     staged = stage == "sbcast"
     crowded = crowd(p, nodes)
+    # srun starts the preflight step first; the driver renders the script while its tasks
+    # start (slurm/steps.py WAIT_FOR_SCRIPT): the longer of the two, then the node checks.
     t = {"cli start": p.cli_s, "scontrol hostnames": p.scontrol_s,
-         "scontrol head address": p.scontrol_s,
-         "driver: record, plan, preflight script": p.driver_s,
-         "preflight: srun step": srun_step(p, nodes),
+         "preflight: srun step, the script rendered meanwhile": max(
+             srun_step(p, nodes), p.scontrol_s + p.driver_s),
          "preflight: node checks": p.preflight_s * crowded}
     squashfs = p.image_gb * p.squashfs_ratio
     if runtime == "docker" and not warm:
@@ -248,7 +249,8 @@ def ready_terms(p: Params, nodes: int, mode: str, warm: bool = False,
         t["args: engine parser"] = p.argcheck_s
     t["launch: scripts rendered"] = p.render_s
     t["launch: env files on the log dir"] = nodes * p.file_s
-    t["launch: srun step"] = srun_step(p, nodes)
+    if runtime == "pyxis":  # docker's launch runs in the preflight's held tasks: no step
+        t["launch: srun step"] = srun_step(p, nodes)
     unpacking = nodes - 1 if check_args else nodes
     if runtime == "pyxis" and unpacking:
         seconds, bound = node_read(p, unpacking, squashfs, p.unpack_gbps, shared=not staged)
@@ -266,10 +268,10 @@ def ready_terms(p: Params, nodes: int, mode: str, warm: bool = False,
 #: (or the verdict kept) that fill each span.
 SPANS = (
     ("process", "driver", ("cli start", "scontrol hostnames")),
-    ("driver", "preflight", ("scontrol head address", "driver: record, plan, preflight script")),
-    ("preflight", "image load", ("preflight: srun step", "preflight: node checks")),
+    ("driver", "preflight facts", ("preflight: srun step, the script rendered meanwhile",
+                                   "preflight: node checks")),
     ("image load", "launch", ("launch: scripts rendered", "launch: env files on the log dir")),
-    ("launch", "containers started", ("launch: srun step", "launch: node script up to the engine")),
+    ("launch", "containers started", ("launch: node script up to the engine",)),
     ("containers started", "health", ("engine: start to /health", "engine: rendezvous retries",
                                       "ready: poll wait")),
     ("health", "ready", ("ready: models and a 1-token completion",)),
@@ -359,16 +361,14 @@ def fits(p: Params = SANDBOX) -> dict[str, dict]:
         spans = {(a, b): [(n, _span(t, a, b)) for n, t in runs] for a, b, _ in SPANS}
         put("cli_s", statistics.median(y for _, y in spans["process", "driver"]) - p.scontrol_s,
             p.cli_s, source + ": process -> driver, median, less scontrol_s")
-        put("driver_s", statistics.mean(y for _, y in spans["driver", "preflight"]) - p.scontrol_s,
-            p.driver_s, source + ": driver -> preflight, mean, less scontrol_s")
         put("stepd_s + preflight_s", per_crowd([(crowd(p, n), y - fixed(n))
-                                                for n, y in spans["preflight", "image load"]]),
-            p.stepd_s + p.preflight_s, source + ": preflight -> image load")
+                                                for n, y in spans["driver", "preflight facts"]]),
+            p.stepd_s + p.preflight_s, source + ": driver -> preflight facts")
         put("render_s", statistics.mean(y - n * p.file_s for n, y in spans["image load", "launch"]),
             p.render_s, source + ": image load -> launch, mean")
-        put("stepd_s + node_script_s", per_crowd(
-            [(crowd(p, n), y - fixed(n)) for n, y in spans["launch", "containers started"]]),
-            p.stepd_s + p.node_script_s, source + ": launch -> containers started")
+        put("node_script_s", per_crowd(
+            [(crowd(p, n), y) for n, y in spans["launch", "containers started"]]),
+            p.node_script_s, source + ": launch -> containers started (the held step's tasks)")
         put("start_s", per_crowd([(crowd(p, n), y - rendezvous(p, n) - p.poll_s / 2)
                                   for n, y in spans["containers started", "health"]]),
             p.start_s, source + ": containers started -> health, less rendezvous and poll")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from slurmserve import load_spec
 from slurmserve.images import TarballImage
-from slurmserve.lifecycle.preflight import HttpPort, evaluate
+from slurmserve.lifecycle.preflight import HttpPort, Preflight, Verdict, evaluate
+from slurmserve.slurm.steps import parse
 
 IMG = "registry.example/engine:1"
 GOOD = {"done": "1", "address": "192.0.2.2", "ifname": "ens5", "runtime.docker": "ok 20.10.24",
@@ -92,3 +93,16 @@ def test_the_http_port_moves_when_any_rank_that_binds_it_finds_it_taken():
     assert verdict.port is None
     assert [f.line() for f in verdict.failures] == [
         "node b: port(s) 30000 already in use; stop what holds them or choose another --port"]
+
+
+def test_untouched_nodes_are_those_the_runtime_said_hold_nothing_of_the_job():
+    """named.RUNTIME 0: the launch skips its listing there; any other count, or a runtime that
+    did not say (docker's CLI path, podman), and the node is looked at again."""
+    facts = parse("".join(f"SLURMSERVE_FACT\t{rank}\t{key}\t{value}\n" for rank, key, value in (
+        (0, "named.docker", "0"), (1, "named.docker", "1"), (2, "runtime.docker", "ok 27"),
+        (3, "named.docker", "0"), (3, "named.pyxis", "2"))))
+    pre = Preflight(Verdict(), "10.0.0.1", None, facts, HttpPort(8000, 30001, False), "docker",
+                    {})
+    assert pre.untouched() == frozenset({0, 3})
+    assert Preflight(Verdict(), "10.0.0.1", None, facts, HttpPort(8000, 30001, False), "pyxis",
+                     {}).untouched() == frozenset()
