@@ -160,18 +160,18 @@ class StepRunner:
         if self.stop.is_set():
             raise Stopped
         count = nodes or self.nodes
-        path = os.path.join(self.run_dir, f"{name}.sh")
-        early = callable(script)
-        if hold or early:
+        render = script if callable(script) else None
+        if render is None:
+            command = ["bash", self.write(name, str(script))]
+        else:
+            command = ["bash", "-c", WAIT_FOR_SCRIPT, os.path.join(self.run_dir, f"{name}.sh")]
+        if hold or render:
             options = [*options, "--input=all"]
-        command = ["bash", "-c", WAIT_FOR_SCRIPT, path] if early else ["bash", path]
-        if not early:
-            self.write(name, script)
         proc = runner.start(srun_argv(self.job, command, nodes=count, label=f"slurmserve-{name}",
-                                      options=options), feed=hold or early)
-        if callable(script):
+                                      options=options), feed=hold or render is not None)
+        if render is not None:
             try:
-                self.write(name, script())
+                self.write(name, render())
             except BaseException:
                 HeldStep(name, proc, count).release()  # the waiting tasks end
                 raise
