@@ -120,9 +120,9 @@ class Ready:
 
 def wait_ready(ctx: RunContext, serving: Serving) -> Ready:
     """Health, then the model listed, then a one-token completion: only then READY."""
+    ctx.enter(Phase.WAITING_FOR_READY)  # first: a stop names the containers started so far
     from .health import Prober  # imported here: http.client while the containers start
 
-    ctx.enter(Phase.WAITING_FOR_READY)
     plan = serving.plan
     prober = Prober(plan.endpoint, plan.readiness, api_key=serving.bundle.api_key)
     deadline = time.monotonic() + ctx.spec.health_timeout
