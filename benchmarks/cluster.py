@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -240,12 +241,21 @@ def remove_image(nodes: list[str], image: str) -> None:
         node_docker(n, "rmi", "-f", image, check=False)
 
 
+def forget_verdicts() -> None:
+    """Empty the argument check's verdict cache (lifecycle/argcheck.py), so that a first run
+    of a layout runs the check."""
+    from slurmserve import images
+
+    shutil.rmtree(Path(images.default_cache_dir()).parent / "argcheck", ignore_errors=True)
+
+
 def bench_overhead(all_nodes, path, counts, *extra: str) -> list[dict]:
     rows = []
     image = image_id(path)
     for n in counts:
         nodes = all_nodes[:n]
         names = [name for name, _ in nodes]
+        forget_verdicts()  # an earlier run of the layout (any benchmark) would have kept one
         first = Run(names, path, *extra)  # loads the image where missing, checks the args
         first_s = first.wait_ready()
         first.stop()

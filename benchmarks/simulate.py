@@ -81,22 +81,24 @@ class Params:
     # event's seconds after the process started) of cluster.json's overhead_no_check_args
     # runs at 1, 2, 4, 6 nodes, per span; the overhead runs (argument-check verdict kept) are
     # held out. Per-node spans: least squares over crowd() after the fixed step terms.
-    cli_s: float = 0.16  # FITTED: process -> driver, 0.14-0.21 s (median 0.17), less
-    #                      scontrol_s: Python start-up and the `run` path's imports (`slurmserve
-    #                      --version` alone: 0.10 s, cli_startup.json)
+    cli_s: float = 0.2516  # FITTED: process -> driver, 0.24-0.27 s (2026-12-04, a slower
+    #                        machine than 12-02's 0.14-0.21 s), less scontrol_s: Python
+    #                        start-up and the `run` path's imports
     scontrol_s: float = 0.01  # ASSUMED: one C client and one slurmctld RPC
-    driver_s: float = 0.03  # FITTED: driver -> preflight, 0.03-0.05 s, less scontrol_s: the
-    #                         record, the engine's plan, the tarball's manifest, the script
+    driver_s: float = 0.03  # the record, the engine's plan, the tarball's manifest, the
+    #                         script: 0.03-0.05 s when it came before the step (fitted to
+    #                         12-02's timeline); now it runs while the step's tasks start
     step_s: float = 0.03  # ASSUMED: srun's start and slurmctld's step record
     stepd_s: float = 0.05  # ASSUMED: slurmstepd and the task's start, per step and node; the
     #                        timeline gives only its sums with preflight_s and node_script_s
-    preflight_s: float = 0.08  # FITTED: preflight -> image load (0.21, 0.26, 0.32, 0.51 s):
-    #                            stepd_s + this = 0.13 s per crowd unit (README demo: 0.2 s)
-    render_s: float = 0.014  # FITTED: image load -> launch, image present, no check (0.013-
-    #                          0.015 s): the launch's scripts and env files rendered, written
-    node_script_s: float = 0.045  # FITTED: launch -> containers started (0.10, 0.14, 0.28,
-    #                               0.41 s): stepd_s + this = 0.095 s; node.sh up to `docker run`
-    start_s: float = 0.20  # FITTED: containers started -> health (0.29, 0.66, 0.69, 0.90 s)
+    preflight_s: float = 0.0295  # FITTED: driver -> preflight facts (0.13, 0.15, 0.26,
+    #                              0.32 s): stepd_s + this = 0.08 s per crowd unit
+    render_s: float = 0.005  # FITTED: image load -> launch, image present, no check (0.004-
+    #                          0.005 s): the launch's scripts and env files rendered, written
+    node_script_s: float = 0.0228  # FITTED: launch -> containers started (0.018, 0.021,
+    #                                0.098, 0.058 s): node.sh up to `docker run`, in the
+    #                                preflight's held tasks (docker; pyxis starts a step)
+    start_s: float = 0.2486  # FITTED: containers started -> health (0.33, 0.62, 0.86, 1.11 s)
     #                        less the rendezvous and the poll: `docker run` -> /health 200
     #                        (by hand, 1 node, through `sandbox exec`: 0.30-0.31 s)
     rendezvous_retry_s: float = 0.3  # the stand-in's follower retries its connect to rank 0
@@ -104,11 +106,11 @@ class Params:
     #                                  each misses its first try and lands uniformly in one
     #                                  retry after rank 0 listens (mean of the latest of k:
     #                                  k/(k+1) of it)
-    argcheck_s: float = 0.50  # FITTED: first jobs of the layout with the check (1.2, 1.5 s at
-    #                           1, 2 nodes; READY to 0.1 s) less the model without it: 0.59 s
-    #                           = a 1-node step + this (the check container, the parser)
+    argcheck_s: float = 0.828  # FITTED: first jobs of the layout with the check (1.5, 1.5 s
+    #                             at 1, 2 nodes; READY to 0.1 s) less the model without it:
+    #                             a 1-node step + this (the check container, the parser)
     poll_s: float = 0.05  # lifecycle/watch.py READY_POLL_S: READY waits half of it on average
-    probe_s: float = 0.004  # FITTED: health -> ready (0.003-0.006 s): /v1/models and a
+    probe_s: float = 0.0035  # FITTED: health -> ready (0.003-0.004 s): /v1/models and a
     #                         1-token completion
     # teardown
     squeue_s: float = 0.02  # ASSUMED like scontrol_s: finding the serving step
@@ -222,9 +224,9 @@ def ready_terms(p: Params, nodes: int, mode: str, warm: bool = False,
     staged = stage == "sbcast"
     crowded = crowd(p, nodes)
     # srun starts the preflight step first; the driver renders the script while its tasks
-    # start (slurm/steps.py WAIT_FOR_SCRIPT): the longer of the two, then the node checks.
+    # start (slurm/steps.py WAIT_FOR_SCRIPT): the step's term is the longer of the two.
     t = {"cli start": p.cli_s, "scontrol hostnames": p.scontrol_s,
-         "preflight: srun step, the script rendered meanwhile": max(
+         "preflight: srun step": max(
              srun_step(p, nodes), p.scontrol_s + p.driver_s),
          "preflight: node checks": p.preflight_s * crowded}
     squashfs = p.image_gb * p.squashfs_ratio
@@ -268,7 +270,7 @@ def ready_terms(p: Params, nodes: int, mode: str, warm: bool = False,
 #: (or the verdict kept) that fill each span.
 SPANS = (
     ("process", "driver", ("cli start", "scontrol hostnames")),
-    ("driver", "preflight facts", ("preflight: srun step, the script rendered meanwhile",
+    ("driver", "preflight facts", ("preflight: srun step",
                                    "preflight: node checks")),
     ("image load", "launch", ("launch: scripts rendered", "launch: env files on the log dir")),
     ("launch", "containers started", ("launch: node script up to the engine",)),

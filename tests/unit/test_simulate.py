@@ -92,8 +92,8 @@ def test_the_timeline_spans_cover_every_term_of_a_repeated_docker_job():
 
 def test_the_fitted_defaults_are_what_their_figures_give():
     fits = sim.fits()
-    assert {"cli_s", "driver_s", "stepd_s + preflight_s", "render_s", "stepd_s + node_script_s",
-            "start_s", "probe_s", "argcheck_s", "cleanup_s", "shared_fs_gbps"} <= set(fits)
+    assert {"cli_s", "stepd_s + preflight_s", "render_s", "node_script_s", "start_s",
+            "probe_s", "argcheck_s", "cleanup_s", "shared_fs_gbps"} <= set(fits)
     for name, f in fits.items():
         assert f["fitted"] == pytest.approx(f["default"], rel=0.02, abs=0.003), name
 
@@ -207,5 +207,5 @@ def test_the_report_renders_the_section():
     assert lines[0] == "## Beyond the machine: simulated to 1,000 nodes"
     assert "![simulated](results/simulate.svg)" in text
     assert "| 1,000 | " in text and "image: sbcast tree" in text
-    assert "| preflight -> image load | " in text  # the held-out timeline, span by span
+    assert "| driver -> preflight facts | " in text  # the held-out timeline, span by span
     assert report._simulated({}) == []
