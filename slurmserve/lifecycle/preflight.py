@@ -131,15 +131,16 @@ def check(ctx: RunContext, resolution: engines.Resolution, hold: bool = False) -
     spec = ctx.spec
     ctx.enter(Phase.PREFLIGHT)
     ctx.console.phase("preflight", f"checking {len(ctx.nodes)} node(s): {', '.join(ctx.nodes)}")
-    made: list[_Inputs] = []
+    inputs: _Inputs | None = None
 
     def script() -> str:  # rendered while srun starts the step's tasks
-        made.append(_Inputs.of(ctx, resolution))
-        return made[0].script(ctx, hold)
+        nonlocal inputs
+        inputs = _Inputs.of(ctx, resolution)
+        return inputs.script(ctx, hold)
 
     result = ctx.steps.run("preflight", script, timeout=120, hold=hold)
     ctx.mark("preflight facts")
-    inputs = made[0]
+    assert inputs is not None  # steps.run renders the script before it returns
     note = f"srun exit {result.code}: " + (result.out.strip().splitlines()[-1:] or ["no output"])[0]
     options = runtimes.srun_options(list(inputs.plans))
     plugin = bool(options) and slurm.srun_offers(*options)

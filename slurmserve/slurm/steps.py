@@ -94,7 +94,7 @@ class HeldStep:
         caller's."""
         assert not self._done, "a held step is told once"
         self._done = True
-        self._say(f"launch {path}\n")
+        _say(self.proc, f"launch {path}\n")
         return self.proc
 
     def release(self) -> None:
@@ -102,11 +102,8 @@ class HeldStep:
         if self._done:
             return
         self._done = True
-        self._say("")
+        _say(self.proc, "")
         threading.Thread(target=self._drain, daemon=True).start()
-
-    def _say(self, word: str) -> None:
-        _say(self.proc, word)
 
     def _drain(self) -> None:
         try:
